@@ -1,0 +1,75 @@
+"""Jitted forward passes that return logits with every layer's attention."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Mapping, Tuple
+
+import jax
+import jax.numpy as jnp
+
+from vitjax.model import ATTENTION, FEATURES, ViT
+
+__all__ = ["forward", "predict", "collect_attention", "check_images"]
+
+
+def check_images(model: ViT, images) -> None:
+    """Raises ValueError unless ``images`` is ``[B, H, W, 3]`` at the model's size."""
+    shape = tuple(getattr(images, "shape", ()))
+    want = model.config.image_size
+    if len(shape) != 4 or shape[-1] != 3:
+        raise ValueError(f"images must be [B, H, W, 3], got shape {shape}")
+    if shape[1:3] != tuple(want):
+        raise ValueError(
+            f"images are {shape[1]}x{shape[2]} pixels but the model expects {want[0]}x{want[1]}; "
+            "preprocess them to that size or load the checkpoint with image_size="
+        )
+
+
+def collect_attention(intermediates: Mapping[str, Any], num_layers: int) -> jnp.ndarray:
+    """Stacks the sown attention probabilities into ``[B, L, H, N, N]`` (float32)."""
+    enc = intermediates["Transformer"]
+    return jnp.stack(
+        [enc[f"encoderblock_{i}"]["MultiHeadDotProductAttention_1"][ATTENTION][0] for i in range(num_layers)],
+        axis=1,
+    )
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _forward(model: ViT, params, images):
+    logits, state = model.apply({"params": params}, images, mutable=["intermediates"])
+    inter = state["intermediates"]
+    return logits, collect_attention(inter, model.config.num_layers), inter[FEATURES][0]
+
+
+def forward(model: ViT, params, images) -> Tuple[jnp.ndarray, jnp.ndarray]:
+    """Logits and every layer's attention probabilities, in one jitted pass.
+
+    Args:
+      model: a :class:`vitjax.ViT` (from :func:`vitjax.load_checkpoint`).
+      params: its parameter tree.
+      images: ``[B, H, W, 3]`` float in [-1, 1] at ``model.config.image_size``
+        (see :func:`vitjax.preprocess`).
+
+    Returns:
+      ``logits [B, C]`` float32 (pre-softmax scores; features ``[B, D]`` for a
+      model without head) and ``attention [B, L, H, N, N]`` float32 softmax
+      probabilities (rows: queries, columns: keys, token 0 = class token).
+
+    Raises:
+      ValueError: images of the wrong rank, channels or size.
+    """
+    check_images(model, images)
+    logits, attention, _ = _forward(model, params, jnp.asarray(images))
+    return logits, attention
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _predict(model: ViT, params, images):
+    return model.apply({"params": params}, images)
+
+
+def predict(model: ViT, params, images) -> jnp.ndarray:
+    """Logits ``[B, C]`` only (nothing sown); same arguments as :func:`forward`."""
+    check_images(model, images)
+    return _predict(model, params, jnp.asarray(images))
