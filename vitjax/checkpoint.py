@@ -290,7 +290,9 @@ def expected_shapes(model: ViT) -> Dict[str, Tuple[int, ...]]:
     return {k: tuple(v.shape) for k, v in flatten(variables["params"]).items()}
 
 
-def check_tree(expected: Mapping[str, Sequence[int]], got: Mapping[str, np.ndarray], *, where: str = "checkpoint") -> None:
+def check_tree(
+    expected: Mapping[str, Sequence[int]], got: Mapping[str, np.ndarray], *, where: str = "checkpoint"
+) -> None:
     """Strict comparison of a flat parameter dict against expected shapes.
 
     Raises:

@@ -109,7 +109,7 @@ class ViTConfig:
     def head_dim(self) -> int:
         return self.hidden_size // self.num_heads
 
-    def replace(self, **changes) -> "ViTConfig":
+    def replace(self, **changes) -> ViTConfig:
         """A copy with some fields changed (``dataclasses.replace``)."""
         return dataclasses.replace(self, **changes)
 

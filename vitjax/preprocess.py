@@ -16,7 +16,7 @@ ImageLike = Union[str, os.PathLike, Image.Image, np.ndarray]
 def load_image(image: ImageLike) -> Image.Image:
     """Opens an image as RGB with its EXIF orientation applied.
 
-    Accepts a path, a ``PIL.Image`` of any mode (grayscale, palette, RGBA,
+    Accepts a path, a binary file object, a ``PIL.Image`` of any mode (grayscale, palette, RGBA,
     CMYK, 16-bit...) or a uint8 array ``[H, W]``/``[H, W, 3|4]``.
 
     Raises:
@@ -25,15 +25,13 @@ def load_image(image: ImageLike) -> Image.Image:
     if isinstance(image, np.ndarray):
         image = Image.fromarray(image)
     elif not isinstance(image, Image.Image):
-        path = os.fspath(image)
+        name = getattr(image, "name", None) if hasattr(image, "read") else os.fspath(image)
         try:
-            with Image.open(path) as im:
+            with Image.open(image if hasattr(image, "read") else name) as im:
                 im.load()
-                image = im.copy() if im.mode == "RGB" else im
-                image = ImageOps.exif_transpose(image)
-                return _to_rgb(image)
+                return _to_rgb(ImageOps.exif_transpose(im))
         except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-            raise ValueError(f"{path}: cannot read image ({e})") from None
+            raise ValueError(f"{name}: cannot read image ({e})") from None
     return _to_rgb(ImageOps.exif_transpose(image))
 
 

@@ -1,0 +1,122 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import vitjax
+from vitjax.inference import collect_attention
+
+SMALL_HYBRID = dict(resnet_layers=(1, 1), hidden_size=64, mlp_dim=64, num_heads=4, num_layers=2,
+                    image_size=64)
+
+
+def _init(config, batch=2):
+    model = vitjax.ViT(config)
+    h, w = config.image_size
+    x = jax.random.uniform(jax.random.PRNGKey(1), (batch, h, w, 3), minval=-1, maxval=1)
+    variables = model.init(jax.random.PRNGKey(0), x)
+    return model, {"params": variables["params"]}, x
+
+
+@pytest.mark.parametrize(
+    "variant,overrides",
+    [
+        ("testing", {}),
+        ("testing", {"num_layers": 3, "image_size": (48, 80)}),
+        ("testing", {"classifier": "gap", "num_layers": 2}),
+        ("R50+ViT-B_16", SMALL_HYBRID),
+    ],
+)
+def test_attention_is_sown_with_right_shape(variant, overrides):
+    config = vitjax.get_config(variant, **overrides)
+    model, variables, x = _init(config)
+    logits, state = model.apply(variables, x, mutable=["intermediates"])
+    attn = collect_attention(state["intermediates"], config.num_layers)
+    n = config.num_tokens
+    assert attn.shape == (2, config.num_layers, config.num_heads, n, n)
+    assert attn.dtype == jnp.float32
+    np.testing.assert_allclose(np.asarray(attn).sum(-1), 1.0, atol=1e-5)
+    assert logits.shape == (2, 1000)
+
+
+def test_nothing_stored_without_intermediates():
+    config = vitjax.get_config("testing", num_layers=2)
+    model, variables, x = _init(config)
+    out = model.apply(variables, x)
+    assert isinstance(out, jax.Array) and out.shape == (2, 1000)
+    # the traced program returns only the logits: no attention buffers are outputs
+    jaxpr = jax.make_jaxpr(lambda v, x: model.apply(v, x))(variables, x)
+    assert [tuple(a.aval.shape) for a in jaxpr.jaxpr.outvars] == [(2, 1000)]
+    _, state = model.apply(variables, x, mutable=["intermediates"])
+    assert "attention" in state["intermediates"]["Transformer"]["encoderblock_1"][
+        "MultiHeadDotProductAttention_1"
+    ]
+
+
+def test_forward_logits_equal_plain_apply():
+    config = vitjax.get_config("testing", num_layers=2)
+    model, variables, x = _init(config)
+    logits, attention = vitjax.forward(model, variables["params"], x)
+    np.testing.assert_allclose(np.asarray(logits), np.asarray(model.apply(variables, x)), atol=1e-6)
+    np.testing.assert_allclose(np.asarray(vitjax.predict(model, variables["params"], x)),
+                               np.asarray(logits), atol=1e-6)
+    assert attention.shape == (2, 2, 2, 197, 197)
+
+
+def test_attention_reachable_by_grad():
+    config = vitjax.get_config("testing", num_layers=2)
+    model = vitjax.ViT(config)
+    x = jax.random.uniform(jax.random.PRNGKey(1), (2, 224, 224, 3), minval=-1, maxval=1)
+    variables = model.init(jax.random.PRNGKey(0), x)
+    assert "perturbations" in variables
+
+    def score(perturbations):
+        logits = model.apply({"params": variables["params"], "perturbations": perturbations}, x)
+        return logits[:, 3].sum()
+
+    zeros = jax.tree_util.tree_map(jnp.zeros_like, variables["perturbations"])
+    grads = jax.grad(score)(zeros)
+    g = grads["Transformer"]["encoderblock_0"]["MultiHeadDotProductAttention_1"]["attention"]
+    assert g.shape == (2, 2, 197, 197)
+    assert float(jnp.abs(g).max()) > 0
+    # finite-difference check of one entry of d score / d attention
+    eps = 1e-2
+    bumped = jax.tree_util.tree_map(jnp.zeros_like, zeros)
+    layer = bumped["Transformer"]["encoderblock_1"]["MultiHeadDotProductAttention_1"]
+    layer["attention"] = layer["attention"].at[0, 1, 0, 5].set(eps)
+    fd = (score(bumped) - score(zeros)) / eps
+    g1 = grads["Transformer"]["encoderblock_1"]["MultiHeadDotProductAttention_1"]["attention"]
+    np.testing.assert_allclose(float(fd), float(g1[0, 1, 0, 5]), rtol=2e-2, atol=1e-4)
+
+
+def test_pre_logits_and_headless():
+    config = vitjax.get_config("testing", representation_size=7, num_classes=None)
+    model, variables, x = _init(config)
+    out, state = model.apply(variables, x, mutable=["intermediates"])
+    assert out.shape == (2, 7)
+    feats = state["intermediates"]["features"][0]
+    assert feats.shape == (2, 10)
+    np.testing.assert_allclose(
+        np.asarray(out),
+        np.tanh(np.asarray(feats) @ np.asarray(variables["params"]["pre_logits"]["kernel"])
+                + np.asarray(variables["params"]["pre_logits"]["bias"])),
+        atol=1e-5,
+    )
+
+
+def test_forward_rejects_wrong_image_size(tiny_checkpoint):
+    model, params = vitjax.load_checkpoint(tiny_checkpoint)
+    with pytest.raises(ValueError, match="224x224"):
+        vitjax.forward(model, params, np.zeros((1, 200, 224, 3), np.float32))
+    with pytest.raises(ValueError, match=r"\[B, H, W, 3\]"):
+        vitjax.forward(model, params, np.zeros((224, 224, 3), np.float32))
+
+
+def test_bfloat16_compute_keeps_float32_probabilities(tiny_checkpoint):
+    model, params = vitjax.load_checkpoint(tiny_checkpoint, dtype=jnp.bfloat16)
+    x = np.random.default_rng(0).uniform(-1, 1, (1, 224, 224, 3)).astype(np.float32)
+    logits, attention = vitjax.forward(model, params, x)
+    assert logits.dtype == jnp.float32 and attention.dtype == jnp.float32
+    ref_model, _ = vitjax.load_checkpoint(tiny_checkpoint)
+    ref_logits, _ = vitjax.forward(ref_model, params, x)
+    np.testing.assert_allclose(np.asarray(logits), np.asarray(ref_logits), atol=0.1)
