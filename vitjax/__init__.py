@@ -1,8 +1,17 @@
 """vitjax: Google's Vision Transformers in JAX/Flax, with every layer's attention in view."""
 
+from vitjax.attention import (
+    attention_rollout,
+    cumulative_maps,
+    head_maps,
+    layer_maps,
+    rollout_map,
+    upsample,
+)
 from vitjax.checkpoint import CheckpointError, load_checkpoint
 from vitjax.config import VARIANTS, ViTConfig, get_config
 from vitjax.inference import forward, predict
+from vitjax.maps import attention_maps, compute_maps
 from vitjax.model import ViT
 from vitjax.preprocess import load_image, preprocess
 
@@ -13,10 +22,18 @@ __all__ = [
     "VARIANTS",
     "ViT",
     "ViTConfig",
+    "attention_maps",
+    "attention_rollout",
+    "compute_maps",
+    "cumulative_maps",
     "forward",
     "get_config",
+    "head_maps",
+    "layer_maps",
     "load_checkpoint",
     "load_image",
     "predict",
     "preprocess",
+    "rollout_map",
+    "upsample",
 ]
