@@ -133,9 +133,9 @@ def test_every_layer_factor_is_row_stochastic(attn, fusion, discard):
 
 
 def test_zero_layers_is_identity(attn):
-    np.testing.assert_array_equal(np.asarray(vitjax.attention_rollout(attn[:, :0])), np.broadcast_to(np.eye(16), (3, 16, 16)))
-    np.testing.assert_array_equal(np.asarray(vitjax.attention_rollout(attn, start_layer=4)),
-                                  np.broadcast_to(np.eye(16), (3, 16, 16)))
+    eye = np.broadcast_to(np.eye(16), (3, 16, 16))
+    np.testing.assert_array_equal(np.asarray(vitjax.attention_rollout(attn[:, :0])), eye)
+    np.testing.assert_array_equal(np.asarray(vitjax.attention_rollout(attn, start_layer=4)), eye)
 
 
 def test_permuting_heads_leaves_mean_fusion_unchanged(attn):
