@@ -130,19 +130,38 @@ def _layer_matrices(attention, head_fusion, discard_ratio, residual):
     return jax.vmap(fn)(attention)
 
 
-def _cumulative(mats: jnp.ndarray, start_layer: int) -> jnp.ndarray:
-    """``[L, N, N]`` -> joint through each layer ``[L, N, N]`` (identity before ``start_layer``)."""
-    n = mats.shape[-1]
-    eye = jnp.eye(n, dtype=mats.dtype)
-    keep = jnp.arange(mats.shape[0]) >= start_layer
+def _reader(n: int, num_prefix_tokens: int, class_token: bool) -> jnp.ndarray:
+    """The row vector v with ``v @ M == read_row``'s source row: e_0, or the mean over patch rows."""
+    if class_token:
+        return jnp.zeros((n,), jnp.float32).at[0].set(1.0)
+    return jnp.zeros((n,), jnp.float32).at[num_prefix_tokens:].set(1.0 / (n - num_prefix_tokens))
 
-    def step(joint, xs):
-        a, k = xs
-        joint = jnp.where(k, jnp.matmul(a, joint, precision=_HI), joint)
-        return joint, joint
 
-    _, cum = lax.scan(step, eye, (mats, keep))
-    return cum
+def _rollout_row(mats: jnp.ndarray, v: jnp.ndarray, start_layer: int) -> jnp.ndarray:
+    """``v @ Abar_L @ ... @ Abar_{start+1}`` -> ``[N]``: the joint map's row in O(L N^2), not O(L N^3).
+
+    The map needs one row of the joint matrix, so the product is taken from the
+    left with a vector, last layer first.
+    """
+
+    def step(row, k):
+        return jnp.where(k >= start_layer, jnp.matmul(row, mats[k], precision=_HI), row), None
+
+    row, _ = lax.scan(step, v, jnp.arange(mats.shape[0] - 1, -1, -1))
+    return row
+
+
+def _cumulative_rows(mats: jnp.ndarray, v: jnp.ndarray, start_layer: int) -> jnp.ndarray:
+    """``[L, N, N]`` -> ``[L, N]``: row l is ``v @ Abar_l @ ... @ Abar_{start+1}`` (``v`` before start)."""
+    num_layers = mats.shape[0]
+    target = jnp.arange(num_layers)
+
+    def step(rows, k):  # rows [L, N]; layer k is applied to every target l >= k
+        new = jnp.matmul(rows, mats[k], precision=_HI)
+        return jnp.where(((target >= k) & (k >= start_layer))[:, None], new, rows), None
+
+    rows, _ = lax.scan(step, jnp.broadcast_to(v, (num_layers, v.shape[0])), jnp.arange(num_layers - 1, -1, -1))
+    return rows
 
 
 def rollout(
@@ -161,7 +180,12 @@ def rollout(
     if attention.shape[0] <= start_layer:
         return jnp.eye(n, dtype=jnp.float32)
     mats = _layer_matrices(attention[start_layer:], head_fusion, discard_ratio, residual)
-    return _cumulative(mats, 0)[-1]
+
+    def step(joint, a):
+        return jnp.matmul(a, joint, precision=_HI), None
+
+    joint, _ = lax.scan(step, jnp.eye(n, dtype=jnp.float32), mats)
+    return joint
 
 
 # --- reading maps -------------------------------------------------------------------------
@@ -211,9 +235,9 @@ def _batched(fn, attention, grid, num_prefix_tokens, **kw):
 def _rollout_maps(attention, *, grid, num_prefix_tokens, class_token, head_fusion, discard_ratio, start_layer,
                   residual):
     def one(att):  # [L, H, N, N] -> [gh, gw]
-        joint = rollout(att, head_fusion=head_fusion, discard_ratio=discard_ratio, start_layer=start_layer,
-                        residual=residual)
-        return row_to_map(read_row(joint, num_prefix_tokens=num_prefix_tokens, class_token=class_token), grid)
+        mats = _layer_matrices(att, head_fusion, discard_ratio, residual)
+        v = _reader(att.shape[-1], num_prefix_tokens, class_token)
+        return row_to_map(_rollout_row(mats, v, start_layer)[num_prefix_tokens:], grid)
 
     return jax.vmap(one)(attention)
 
@@ -262,9 +286,12 @@ def _per_layer(attention, *, grid, num_prefix_tokens, class_token, head_fusion, 
     def one(att):  # [L, H, N, N] -> [L, gh, gw]
         mats = _layer_matrices(att, head_fusion, discard_ratio, residual)
         if cumulative:
-            mats = _cumulative(mats, start_layer)
-        read = functools.partial(read_row, num_prefix_tokens=num_prefix_tokens, class_token=class_token)
-        return jax.vmap(lambda m: row_to_map(read(m), grid))(mats)
+            v = _reader(att.shape[-1], num_prefix_tokens, class_token)
+            rows = _cumulative_rows(mats, v, start_layer)[:, num_prefix_tokens:]
+        else:
+            read = functools.partial(read_row, num_prefix_tokens=num_prefix_tokens, class_token=class_token)
+            rows = jax.vmap(read)(mats)
+        return jax.vmap(lambda r: row_to_map(r, grid))(rows)
 
     return jax.vmap(one)(attention)
 

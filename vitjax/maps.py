@@ -21,8 +21,9 @@ import jax.numpy as jnp
 
 from vitjax.attention import (
     _HI,
-    _cumulative,
+    _cumulative_rows,
     _layer_matrices,
+    _reader,
     check_options,
     layer_matrix,
     read_row,
@@ -92,10 +93,10 @@ def _maps_two_step(model: ViT, params, images, step: RolloutStep, keep_attention
 
     def one(att):  # [L, H, N, N]
         mats = _layer_matrices(att, step.head_fusion, step.discard_ratio, step.residual)
-        cum = _cumulative(mats, step.start_layer)
-        rows = lambda ms: jax.vmap(step._row)(ms)  # noqa: E731
+        v = _reader(att.shape[-1], step.num_prefix_tokens, step.class_token)
+        cum = _cumulative_rows(mats, v, step.start_layer)[:, step.num_prefix_tokens:]
         heads = jax.vmap(jax.vmap(step._row))(att)
-        return rows(mats), rows(cum), heads
+        return jax.vmap(step._row)(mats), cum, heads
 
     own, cum, heads = jax.vmap(one)(attention)
     out = {
