@@ -12,6 +12,7 @@ from vitjax.checkpoint import CheckpointError, load_checkpoint
 from vitjax.config import VARIANTS, ViTConfig, get_config
 from vitjax.inference import forward, predict
 from vitjax.maps import attention_maps, compute_maps
+from vitjax.mapsio import load_maps, save_maps
 from vitjax.model import ViT
 from vitjax.preprocess import load_image, preprocess
 
@@ -32,8 +33,10 @@ __all__ = [
     "layer_maps",
     "load_checkpoint",
     "load_image",
+    "load_maps",
     "predict",
     "preprocess",
     "rollout_map",
+    "save_maps",
     "upsample",
 ]

@@ -31,7 +31,7 @@ import urllib.request
 from pathlib import Path
 from typing import Dict, Optional, Union
 
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 __all__ = [
     "BASE_URL",

@@ -1,0 +1,338 @@
+"""End-to-end runs of the visualize command (vitjax.cli.main, in-process) on tiny random checkpoints."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import matplotlib.cbook
+import numpy as np
+import pytest
+from PIL import Image
+
+import vitjax
+from vitjax import cli
+from vitjax.mapsio import load_maps
+from vitjax.plotting import SUMMARY_FIGSIZE, grid_figsize
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "data" / "caltech101-samples"
+SUMMARY_PX = (int(SUMMARY_FIGSIZE[0] * 100), int(SUMMARY_FIGSIZE[1] * 100))  # 1600 x 550 at the default 100 dpi
+TOPK_LINE = re.compile(r"^\s+\d+\. \d\.\d{4}  \S")
+
+
+def run(argv, capsys):
+    """``(exit status, stdout, stderr)`` of one in-process run."""
+    code = cli.main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def base(ckpt, out):
+    return ["--ckpt", ckpt, "--out", out, "--no-compile-cache"]
+
+
+def run_dirs(out: Path):
+    return sorted(p for p in out.iterdir() if p.is_dir())
+
+
+def png_size(path: Path):
+    with Image.open(path) as im:
+        assert im.format == "PNG"
+        return im.size
+
+
+def write_jpeg(path: Path, size, seed=0):
+    rng = np.random.default_rng(seed)
+    w, h = size
+    # smooth colour gradients plus noise: a small but real JPEG
+    yy, xx = np.mgrid[0:h, 0:w]
+    img = np.stack([xx * 255 // max(w - 1, 1), yy * 255 // max(h - 1, 1), np.full_like(xx, 128)], -1)
+    img = np.clip(img + rng.integers(-20, 20, img.shape), 0, 255).astype(np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(img).save(path, quality=85)
+    return path
+
+
+def one_line_error(err: str):
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    assert "error:" in lines[0]
+    return lines[0]
+
+
+# --------------------------------------------------------------------------- successful runs
+
+
+def test_bundled_photo_figures_topk_and_maps(tiny_checkpoint, tmp_path, capsys):
+    out = tmp_path / "out"
+    code, stdout, stderr = run(base(tiny_checkpoint, out) + ["--save-maps"], capsys)
+    assert code == 0, stderr
+    (run_dir,) = run_dirs(out)
+    assert re.fullmatch(r"\d{8}-\d{6}", run_dir.name)
+    assert sorted(p.name for p in run_dir.iterdir()) == [
+        "001-grace_hopper.png", "grid-cumulative-01.png", "maps.msgpack", "predictions.tsv"]
+    assert not list(run_dir.glob(".*"))  # no temporary files left behind
+
+    # the per-image figure: 16 x 5.5 inches at 100 dpi
+    assert png_size(run_dir / "001-grace_hopper.png") == SUMMARY_PX == (1600, 550)
+    # the grid: 1 row (portrait 600x512 -> cells 1.5 x 1.75 in), 2 columns (original + 1 layer)
+    assert grid_figsize(1, 2, 600 / 512) == (7.0, 2.75)
+    assert png_size(run_dir / "grid-cumulative-01.png") == (700, 275)
+
+    lines = stdout.splitlines()
+    assert lines[0] == "grace_hopper.jpg"
+    topk = [line for line in lines if TOPK_LINE.match(line)]
+    assert len(topk) == 5
+    assert lines[-1] == f"wrote 2 figure(s) for 1 image(s) to {run_dir}{os.sep}"
+    assert "checkpoint:" in stderr and "devices:" in stderr  # information lines go to stderr
+
+    # the saved maps equal a direct computation and carry their metadata
+    saved = load_maps(run_dir / "maps.msgpack")
+    arrays, meta = saved["arrays"], saved["metadata"]
+    model, params = vitjax.load_checkpoint(tiny_checkpoint)
+    photo = matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)
+    ref = vitjax.compute_maps(model, params, vitjax.preprocess(photo, model.config.image_size)[None])
+    for key in ("rollout", "layer", "cumulative"):
+        np.testing.assert_allclose(arrays[key], np.asarray(ref[key]), atol=1e-5)
+    np.testing.assert_allclose(arrays["heads"], np.asarray(ref["heads"])[:, -1], atol=1e-5)
+    assert arrays["rollout"].shape == (1, 14, 14) and arrays["rollout"].dtype == np.float32
+    assert arrays["topk_indices"].shape == (1, 5) and arrays["topk_indices"].dtype == np.int32
+    probs = np.exp(np.asarray(ref["logits"], np.float64))
+    probs /= probs.sum(-1, keepdims=True)
+    np.testing.assert_array_equal(arrays["topk_indices"][0], np.argsort(-probs[0])[:5])
+    np.testing.assert_allclose(arrays["topk_probs"][0], np.sort(probs[0])[::-1][:5], rtol=1e-5)
+    assert meta["images"] == [os.path.abspath(photo)]
+    assert meta["original_sizes"] == [[600, 512]]
+    assert meta["grid"] == [14, 14] and meta["method"] == "cumulative"
+    assert meta["checkpoint"] == str(tiny_checkpoint)
+    assert meta["checkpoint_sha256"] == hashlib.sha256(Path(tiny_checkpoint).read_bytes()).hexdigest()
+    assert meta["options"]["head_fusion"] == "mean" and meta["options"]["discard_ratio"] == 0.0
+    assert len(meta["topk_labels"][0]) == 5 and all(isinstance(s, str) for s in meta["topk_labels"][0])
+
+    tsv = (run_dir / "predictions.tsv").read_text().splitlines()
+    assert tsv[0].split("\t") == ["image", "true_class", "rank", "class_index", "class_name", "probability"]
+    assert len(tsv) == 6
+
+
+@pytest.mark.skipif(not SAMPLES.is_dir(), reason="shared Caltech101 samples not present")
+def test_folder_of_real_photos_in_batches(tiny_checkpoint, tmp_path, capsys):
+    out = tmp_path / "out"
+    code, stdout, stderr = run(base(tiny_checkpoint, out) + [
+        "--images", SAMPLES, "--per-class", 1, "--seed", 3, "--batch-size", 2, "--method", "layer",
+        "--overlay", "mask", "--lean"], capsys)
+    assert code == 0, stderr
+    (run_dir,) = run_dirs(out)
+    summaries = sorted(run_dir.glob("0*.png"))
+    assert len(summaries) == 5  # one per class
+    classes = sorted(p.name for p in SAMPLES.iterdir() if p.is_dir())
+    assert [re.sub(r"^\d+-|_image_\d+\.png$", "", p.name) for p in summaries] == classes
+    for p in summaries:
+        assert png_size(p) == (1600, 550)
+    # 5 rows, 2 columns (original + 1 layer); cell height from the photos' median aspect
+    width, height = grid_figsize(5, 2, _median_aspect(run_dir))
+    assert width == 7.0
+    assert png_size(run_dir / "grid-layer-01.png") == (700, int(height * 100))
+    assert sum(1 for line in stdout.splitlines() if TOPK_LINE.match(line)) == 25
+    assert "100%" in stderr  # progress bar on a multi-batch run
+    assert len((run_dir / "predictions.tsv").read_text().splitlines()) == 1 + 25
+
+
+def _median_aspect(run_dir: Path) -> float:
+    aspects = []
+    for line in (run_dir / "predictions.tsv").read_text().splitlines()[1::5]:
+        with Image.open(line.split("\t")[0]) as im:
+            aspects.append(im.height / im.width)
+    return float(np.median(aspects))
+
+
+def make_caltech(root: Path) -> Path:
+    sizes = [(60, 40), (40, 64), (50, 50)]
+    for c, name in enumerate(("Faces", "accordion", "BACKGROUND_Google")):
+        for i, size in enumerate(sizes, 1):
+            write_jpeg(root / "101_ObjectCategories" / name / f"image_{i:04d}.jpg", size, seed=10 * c + i)
+    return root
+
+
+def test_caltech101_tree_per_class_heads(tiny_checkpoint, tmp_path, capsys):
+    root = make_caltech(tmp_path / "caltech")
+    out = tmp_path / "out"
+    args = base(tiny_checkpoint, out) + ["--caltech101", root, "--per-class", 2, "--seed", 0, "--method", "heads",
+                                         "--topk", 3, "--grid-rows", 3, "--quiet", "--cmap", "inferno"]
+    code, stdout, stderr = run(args, capsys)
+    assert code == 0, stderr
+    assert stderr == ""  # --quiet: no progress bar, no information lines
+    (run_dir,) = run_dirs(out)
+    names = sorted(p.name for p in run_dir.glob("*.png"))
+    assert [n for n in names if n.startswith("grid")] == ["grid-heads-layer1-01.png", "grid-heads-layer1-02.png"]
+    summaries = [n for n in names if not n.startswith("grid")]
+    assert len(summaries) == 4 and all(re.fullmatch(r"00[1-4]-(Faces|accordion)_image_000\d\.png", n)
+                                       for n in summaries)
+    assert stdout.count("(true class: Faces)") == 2 and stdout.count("(true class: accordion)") == 2
+    assert "BACKGROUND_Google" not in stdout
+    assert sum(1 for line in stdout.splitlines() if TOPK_LINE.match(line)) == 4 * 3
+    # 3 rows then 1 row; 3 columns (original + 2 heads): 1.5 + 3 * 1.5 + 2 * 0.0625 + 1.0 -> 7.25 inches
+    assert grid_figsize(1, 3, 1.0) == (7.25, 2.5)
+    assert png_size(run_dir / "grid-heads-layer1-02.png") == (725, 250)
+    # the same seed picks the same images
+    code, stdout2, _ = run(args + ["--no-summary", "--no-grid"], capsys)
+    assert code == 0 and [s for s in stdout2.splitlines() if "true class" in s] == [
+        s for s in stdout.splitlines() if "true class" in s]
+
+
+def test_custom_head_shows_class_indices_or_label_file(make_checkpoint, tmp_path, capsys):
+    ckpt = make_checkpoint("testing", num_classes=10)
+    code, stdout, stderr = run(base(ckpt, tmp_path / "a") + ["--no-summary", "--no-grid", "--topk", 3], capsys)
+    assert code == 0, stderr
+    assert all(re.search(r"class \d$", line) for line in stdout.splitlines() if TOPK_LINE.match(line))
+    labels = tmp_path / "labels.txt"
+    labels.write_text("".join(f"thing number {i}\n" for i in range(10)))
+    code, stdout, _ = run(base(ckpt, tmp_path / "b") + ["--no-summary", "--labels", labels], capsys)
+    assert code == 0
+    assert sum(1 for line in stdout.splitlines() if re.search(r"thing number \d \(\d\)$", line)) == 5
+    # a label file of the wrong length is an input error
+    code, _, stderr = run(base(ckpt, tmp_path / "c") + ["--labels", "imagenet1k"], capsys)
+    assert code == 2 and "1000 names but the model has 10 classes" in one_line_error(stderr)
+
+
+def test_model_without_head(make_checkpoint, tmp_path, capsys):
+    ckpt = make_checkpoint("testing", num_classes=None)
+    code, stdout, stderr = run(base(ckpt, tmp_path) + ["--save-maps", "--method", "rollout"], capsys)
+    assert code == 0, stderr
+    assert "no classification head" in stdout
+    (run_dir,) = run_dirs(tmp_path)
+    assert (run_dir / "grid-rollout-01.png").is_file()
+    maps = load_maps(run_dir / "maps.msgpack")["arrays"]
+    assert maps["topk_indices"].shape == (1, 0) and maps["rollout"].shape == (1, 14, 14)
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def test_missing_checkpoint_path(tmp_path, capsys):
+    missing = tmp_path / "nope" / "ViT-X.npz"
+    code, stdout, stderr = run(["--ckpt", missing, "--out", tmp_path / "out", "--no-compile-cache"], capsys)
+    assert code == 2 and stdout == ""
+    assert str(missing) in one_line_error(stderr)
+    assert not (tmp_path / "out").exists()  # nothing created for a failed run
+
+
+def test_unknown_checkpoint_name_without_download(tmp_path, capsys):
+    code, _, stderr = run(["--ckpt", "ViT-B_61", "--no-download", "--checkpoint-dir", tmp_path,
+                           "--out", tmp_path / "out", "--no-compile-cache"], capsys)
+    assert code == 2
+    assert "ViT-B_61" in one_line_error(stderr)
+    code, _, stderr = run(["--ckpt", "ViT-B_16-224", "--no-download", "--checkpoint-dir", tmp_path,
+                           "--out", tmp_path / "out", "--no-compile-cache"], capsys)
+    assert code == 2 and "downloading is off" in one_line_error(stderr)
+
+
+def test_missing_image_path(tiny_checkpoint, tmp_path, capsys):
+    code, _, stderr = run(base(tiny_checkpoint, tmp_path / "out") + ["--images", tmp_path / "missing.jpg"], capsys)
+    assert code == 2
+    assert "missing.jpg" in one_line_error(stderr)
+    code, _, stderr = run(base(tiny_checkpoint, tmp_path / "out") + ["--caltech101", tmp_path / "nowhere"], capsys)
+    assert code == 2 and "nowhere" in one_line_error(stderr)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("extra, needle", [
+    (["--discard-ratio", "1.5"], "--discard-ratio"),
+    (["--discard-ratio", "x"], "--discard-ratio"),
+    (["--method", "gradcam"], "--method"),
+    (["--topk", "0"], "--topk"),
+    (["--images"], "--images"),
+    (["--per-class", "2", "--sample", "3"], "not allowed with"),
+])
+def test_bad_options_exit_2(tiny_checkpoint, tmp_path, capsys, extra, needle):
+    code, stdout, stderr = run(base(tiny_checkpoint, tmp_path / "out") + extra, capsys)
+    assert code == 2 and stdout == ""
+    line = one_line_error(stderr)
+    assert needle in line and line.startswith("visualize.py: error:") and line.endswith("--help)")
+
+
+def test_options_checked_against_the_model(tiny_checkpoint, tmp_path, capsys):
+    code, _, stderr = run(base(tiny_checkpoint, tmp_path) + ["--start-layer", "2"], capsys)
+    assert code == 2 and "start_layer" in one_line_error(stderr)
+    code, _, stderr = run(base(tiny_checkpoint, tmp_path) + ["--method", "heads", "--layer", "3"], capsys)
+    assert code == 2 and "--layer" in one_line_error(stderr)
+    code, _, stderr = run(["--out", tmp_path], capsys)
+    assert code == 2 and "--ckpt" in stderr
+
+
+def test_unreadable_image_is_skipped_and_listed(tiny_checkpoint, tmp_path, capsys):
+    photos = tmp_path / "photos"
+    write_jpeg(photos / "a.jpg", (64, 48), seed=1)
+    (photos / "b.jpg").write_bytes(b"this is not a jpeg")
+    write_jpeg(photos / "c.jpg", (48, 64), seed=2)
+    out = tmp_path / "out"
+    code, stdout, stderr = run(base(tiny_checkpoint, out) + ["--images", photos, "--batch-size", 2], capsys)
+    assert code == 0, stderr
+    (run_dir,) = run_dirs(out)
+    assert sorted(p.name for p in run_dir.glob("0*.png")) == ["001-a.png", "003-c.png"]
+    assert "a.jpg" in stdout and "c.jpg" in stdout and "b.jpg" not in stdout
+    warnings = [line for line in stderr.splitlines() if "b.jpg" in line]
+    assert warnings[0].startswith("warning: skipped") and "cannot read image" in warnings[0]
+    assert "1 of 3 image(s) skipped" in stderr
+    assert stderr.splitlines()[-1].strip().startswith(str(photos / "b.jpg"))  # listed at the end
+    assert stdout.splitlines()[-1].startswith("wrote 3 figure(s) for 2 image(s)")
+    # --strict turns a skip into a failure; all images unreadable is a failure that leaves nothing behind
+    code, _, _ = run(base(tiny_checkpoint, out) + ["--images", photos, "--strict", "--no-summary", "--no-grid"], capsys)
+    assert code == 1
+    code, _, stderr = run(base(tiny_checkpoint, tmp_path / "bad") + ["--images", photos / "b.jpg"], capsys)
+    assert code == 1 and "no image could be processed" in stderr
+    assert list((tmp_path / "bad").iterdir()) == []
+
+
+def test_second_run_never_overwrites(tiny_checkpoint, tmp_path, capsys):
+    out = tmp_path / "out"
+    args = base(tiny_checkpoint, out) + ["--no-grid", "--quiet"]
+    assert run(args, capsys)[0] == 0
+    (first,) = run_dirs(out)
+    before = {p.name: p.read_bytes() for p in first.iterdir()}
+    code, stdout, _ = run(args, capsys)
+    assert code == 0
+    dirs = run_dirs(out)
+    assert len(dirs) == 2
+    second = next(d for d in dirs if d != first)
+    assert str(second) in stdout
+    assert {p.name: p.read_bytes() for p in first.iterdir()} == before
+    # a named run folder is refused the second time unless --overwrite
+    named = base(tiny_checkpoint, out) + ["--no-grid", "--quiet", "--run-name", "mine"]
+    assert run(named, capsys)[0] == 0
+    code, _, stderr = run(named, capsys)
+    assert code == 2 and "--overwrite" in one_line_error(stderr)
+    assert run(named + ["--overwrite"], capsys)[0] == 0
+    assert sorted(p.name for p in (out / "mine").iterdir()) == ["001-grace_hopper.png", "predictions.tsv"]
+
+
+def test_compilation_cache_on_unless_disabled(tiny_checkpoint, tmp_path, capsys, monkeypatch):
+    calls = []
+    monkeypatch.setattr(cli, "enable_compilation_cache", lambda: calls.append(1))
+    common = ["--ckpt", tiny_checkpoint, "--out", tmp_path, "--no-summary", "--no-grid", "-q"]
+    assert run(common, capsys)[0] == 0
+    assert calls == [1]
+    assert run(common + ["--no-compile-cache"], capsys)[0] == 0
+    assert calls == [1]
+
+
+def test_list_checkpoints(capsys):
+    code, stdout, _ = run(["--list-checkpoints"], capsys)
+    assert code == 0
+    assert "imagenet21k+imagenet2012/ViT-B_16-224\thttps://storage.googleapis.com/" in stdout
+
+
+def test_script_help_subprocess():
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+    done = subprocess.run([sys.executable, str(REPO / "scripts" / "visualize.py"), "--help"], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    for option in ("--ckpt", "--images", "--caltech101", "--per-class", "--method", "--overlay", "--save-maps",
+                   "--no-compile-cache", "examples:", "exit status"):
+        assert option in done.stdout
+    assert done.stdout.startswith("usage: visualize.py")
