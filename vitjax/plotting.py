@@ -440,7 +440,7 @@ def map_grid(
                          _shorten(column_titles[j], int(cell_w * 72 / (0.6 * title_size))),
                          ha="center", va="bottom", fontsize=title_size)
         if row_labels is not None:
-            limit = int((_GRID_LEFT - 0.125) * 72 / (0.5 * 7))  # ~0.5 em per character on average
+            limit = int((_GRID_LEFT - 0.125) * 72 / (0.62 * 7))  # ~0.6 em per character, wide letters included
             lines = [_wrap(s, limit, 2) for s in str(row_labels[i]).split("\n")[:2]]
             fig.text((x0 - 0.08) / fw, (y + cell_h / 2) / fh, "\n".join(lines), ha="right", va="center",
                      fontsize=7, multialignment="right")
