@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vitjax.config import ViTConfig
+from vitjax.config import ViTConfig, stem_halvings
 from vitjax.model import ViT
 
 __all__ = [
@@ -89,7 +89,7 @@ def load_npz(path: PathLike) -> Flat:
             names = zf.namelist()
     except (zipfile.BadZipFile, OSError, EOFError) as e:
         raise CheckpointError(f"{path}: unreadable zip archive ({e})") from None
-    if any(n.endswith("data.pkl") or n.endswith(".pkl") for n in names):
+    if any(n.endswith(".pkl") for n in names):
         raise CheckpointError(
             f"{path}: looks like a PyTorch checkpoint (contains a pickle); "
             "vitjax reads Google's .npz ViT checkpoints"
@@ -207,7 +207,7 @@ def infer_config(flat: Mapping[str, np.ndarray], *, where: str = "checkpoint") -
         raise CheckpointError(
             f"{where}: {POSEMB} has shape {_fmt(posemb.shape)}; expected (1, {prefix} + g*g, D)"
         )
-    stride = (2 ** (2 + max(0, len(resnet_layers) - 1))) if resnet_layers is not None else 1
+    stride = 2 ** stem_halvings(resnet_layers)
     head = flat.get("head/kernel")
     pre = flat.get("pre_logits/kernel")
     return ViTConfig(

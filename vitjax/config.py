@@ -71,14 +71,8 @@ class ViTConfig:
 
     @property
     def stem_halvings(self) -> int:
-        """Stride-2 steps of the hybrid's ResNet-v2 stem (0 for a plain ViT).
-
-        Root conv and max-pool halve the image; every stage after the first
-        halves it again, so (3, 4, 9) gives 4 steps, a stride of 16.
-        """
-        if self.resnet_layers is None:
-            return 0
-        return 2 + max(0, len(self.resnet_layers) - 1)
+        """Stride-2 steps of the hybrid's ResNet-v2 stem (0 for a plain ViT); see :func:`stem_halvings`."""
+        return stem_halvings(self.resnet_layers)
 
     @property
     def stride(self) -> Tuple[int, int]:
@@ -112,6 +106,17 @@ class ViTConfig:
     def replace(self, **changes) -> ViTConfig:
         """A copy with some fields changed (``dataclasses.replace``)."""
         return dataclasses.replace(self, **changes)
+
+
+def stem_halvings(resnet_layers: Optional[Tuple[int, ...]]) -> int:
+    """Stride-2 steps of a ResNet-v2 stem with these units per stage (0 for none).
+
+    Root conv and max-pool halve the image; every stage after the first halves
+    it again, so (3, 4, 9) gives 4 steps, a stride of 16.
+    """
+    if resnet_layers is None:
+        return 0
+    return 2 + max(0, len(resnet_layers) - 1)
 
 
 def _vit(hidden, mlp, heads, layers, patch, **kw):

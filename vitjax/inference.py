@@ -8,7 +8,7 @@ from typing import Any, Mapping, Tuple
 import jax
 import jax.numpy as jnp
 
-from vitjax.model import ATTENTION, FEATURES, ViT
+from vitjax.model import ATTENTION, ViT
 
 __all__ = ["forward", "predict", "collect_attention", "check_images"]
 
@@ -38,8 +38,7 @@ def collect_attention(intermediates: Mapping[str, Any], num_layers: int) -> jnp.
 @functools.partial(jax.jit, static_argnums=0)
 def _forward(model: ViT, params, images):
     logits, state = model.apply({"params": params}, images, mutable=["intermediates"])
-    inter = state["intermediates"]
-    return logits, collect_attention(inter, model.config.num_layers), inter[FEATURES][0]
+    return logits, collect_attention(state["intermediates"], model.config.num_layers)
 
 
 def forward(model: ViT, params, images) -> Tuple[jnp.ndarray, jnp.ndarray]:
@@ -60,8 +59,7 @@ def forward(model: ViT, params, images) -> Tuple[jnp.ndarray, jnp.ndarray]:
       ValueError: images of the wrong rank, channels or size.
     """
     check_images(model, images)
-    logits, attention, _ = _forward(model, params, jnp.asarray(images))
-    return logits, attention
+    return _forward(model, params, jnp.asarray(images))
 
 
 @functools.partial(jax.jit, static_argnums=0)

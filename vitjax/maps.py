@@ -88,7 +88,7 @@ def _to_maps(rows, grid, normalize=True):
 
 @functools.partial(jax.jit, static_argnames=("model", "step", "keep_attention"))
 def _maps_two_step(model: ViT, params, images, step: RolloutStep, keep_attention: bool):
-    logits, attention, _ = _forward(model, params, images)
+    logits, attention = _forward(model, params, images)
     grid = model.config.grid
 
     def one(att):  # [L, H, N, N]

@@ -47,7 +47,6 @@ class MultiHeadDotProductAttention(nn.Module):
 
     num_heads: int
     dtype: Dtype = jnp.float32
-    fused_attention: Optional[Callable] = None  # see Encoder.attention_step
 
     @nn.compact
     def __call__(self, x):  # x: [B, N, D]
