@@ -10,7 +10,18 @@ from pathlib import Path
 
 import pytest
 
-from vitjax.labels import class_names, imagenet1k_names, imagenet21k_names, load_label_file
+import numpy as np
+
+from vitjax.labels import (
+    build_label_files,
+    class_label,
+    class_names,
+    imagenet1k_names,
+    imagenet21k_names,
+    load_label_file,
+    timm_info_dir,
+    topk,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -125,3 +136,33 @@ def test_class_names_rejects_unknown_keyword_and_bad_counts():
     for bad in (0, -1, True, 3.0):
         with pytest.raises(ValueError, match="positive integer"):
             class_names(bad)
+
+
+def test_topk_softmax_and_labels():
+    logits = np.array([[0.0, 3.0, 1.0, 2.0], [5.0, 5.0, 0.0, -1.0]], np.float32)
+    idx, prob = topk(logits, 3)
+    np.testing.assert_array_equal(idx, [[1, 3, 2], [0, 1, 2]])
+    p = np.exp(logits - logits.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    np.testing.assert_allclose(prob, np.take_along_axis(p, idx, 1), rtol=1e-6)
+    assert topk(logits, 10)[0].shape == (2, 4)  # capped at C
+    assert class_label(17) == "class 17"
+    assert class_label(1, ["a", "b"]) == "b"
+
+
+@pytest.mark.skipif(importlib.util.find_spec("timm") is None, reason="timm not installed")
+def test_build_label_files_reproduces_the_bundled_files():
+    files = build_label_files(timm_info_dir())
+    for fname, text in files.items():
+        assert text.encode("utf-8") == (importlib.resources.files("vitjax") / "data" / fname).read_bytes()
+
+
+def test_build_label_files_refuses_short_lists(tmp_path):
+    (tmp_path / "imagenet_synset_to_lemma.txt").write_text("n01\ttench, Tinca tinca\n")
+    (tmp_path / "imagenet_synsets.txt").write_text("n01\n" * 999)
+    (tmp_path / "imagenet21k_goog_synsets.txt").write_text("n01\n" * 21843)
+    with pytest.raises(ValueError, match="imagenet_synsets.txt: has 999 ids, expected 1000"):
+        build_label_files(tmp_path)
+    (tmp_path / "imagenet_synsets.txt").write_text("n01\n" * 1000)  # right count, wrong names
+    with pytest.raises(ValueError, match="index 281 would be 'tench, Tinca_tinca'"):
+        build_label_files(tmp_path)

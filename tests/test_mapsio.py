@@ -1,4 +1,4 @@
-"""The maps file: msgpack round trip, atomic writes, one-line errors naming the file."""
+"""vitjax.io: the maps file (msgpack round trip), the atomic writer, one-line errors naming the file."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from flax.serialization import msgpack_serialize
 
-from vitjax.mapsio import FORMAT, VERSION, file_sha256, load_maps, save_maps, write_atomic
+from vitjax import mapsio
+from vitjax.io import FORMAT, VERSION, file_sha256, load_maps, one_line, save_maps, write_atomic
 
 
 def arrays(rng):
@@ -123,3 +124,11 @@ def test_file_sha256(tmp_path):
     data = os.urandom(5000)
     path.write_bytes(data)
     assert file_sha256(path, chunk=1000) == hashlib.sha256(data).hexdigest()
+
+
+def test_mapsio_still_serves_the_old_imports():
+    assert (mapsio.load_maps, mapsio.save_maps, mapsio.write_atomic) == (load_maps, save_maps, write_atomic)
+
+
+def test_one_line():
+    assert one_line("a.jpg:\n  cannot read\timage \r\n(truncated) ") == "a.jpg: cannot read image (truncated)"

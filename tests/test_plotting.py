@@ -65,18 +65,6 @@ def test_overlay_heatmap_blends_the_colour_map(photo, rng):
         plotting.overlay(photo, m, alpha=2)
 
 
-def test_topk_softmax_and_labels():
-    logits = np.array([[0.0, 3.0, 1.0, 2.0], [5.0, 5.0, 0.0, -1.0]], np.float32)
-    idx, prob = plotting.topk(logits, 3)
-    np.testing.assert_array_equal(idx, [[1, 3, 2], [0, 1, 2]])
-    p = np.exp(logits - logits.max(1, keepdims=True))
-    p /= p.sum(1, keepdims=True)
-    np.testing.assert_allclose(prob, np.take_along_axis(p, idx, 1), rtol=1e-6)
-    assert plotting.topk(logits, 10)[0].shape == (2, 4)  # capped at C
-    assert plotting.class_label(17) == "class 17"
-    assert plotting.class_label(1, ["a", "b"]) == "b"
-
-
 def test_summary_figure_size_and_panels(photo, rng):
     m = rng.random((14, 14)).astype(np.float32)
     labels = ["military_uniform", "a very long class name, " * 4, "c", "d", "e"]

@@ -1,30 +1,50 @@
 """Class names for ImageNet-1k / ImageNet-21k heads, or from a label file.
 
 The two bundled lists (``vitjax/data/imagenet1k.txt``, ``imagenet21k.txt``)
-were made by ``scripts/make_labels.py`` from the WordNet lists in the timm
-wheel (``timm/data/_info/``). Names are in the form Google's ViT notebook
-prints: a synset's lemmas joined by ``", "`` with spaces inside a lemma
-replaced by ``"_"`` (index 281 = ``tabby, tabby_cat``).
+were made by :func:`build_label_files` (``scripts/make_labels.py``) from the
+WordNet lists in the timm wheel (``timm/data/_info/``). Names are in the form
+Google's ViT notebook prints: a synset's lemmas joined by ``", "`` with spaces
+inside a lemma replaced by ``"_"`` (index 281 = ``tabby, tabby_cat``).
+
+Also here: :func:`topk` (softmax top-k of logits) and :func:`class_label`
+(a class index as text), shared by the CLI, the notebook and the dataset runner.
 """
 
 from __future__ import annotations
 
 import functools
 import importlib.resources
+import importlib.util
 import os
-from typing import List, Optional, Tuple, Union
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
 
 __all__ = [
+    "IMAGENET1K_BYTES",
     "IMAGENET1K_CLASSES",
     "IMAGENET21K_CLASSES",
+    "NO_HEAD",
+    "build_label_files",
+    "class_label",
     "imagenet1k_names",
     "imagenet21k_names",
     "load_label_file",
     "class_names",
+    "timm_info_dir",
+    "topk",
 ]
 
 IMAGENET1K_CLASSES = 1000
 IMAGENET21K_CLASSES = 21843
+#: Size of the bundled ``imagenet1k.txt`` as built by :func:`build_label_files` (a format check).
+IMAGENET1K_BYTES = 21_675
+#: What figures, TSV files and printed predictions say for a model whose head cannot predict: a
+#: headless model (features only) or an all-zero head (Google's ImageNet-21k files).
+NO_HEAD = "no trained head"
+_SPOT_CHECKS = {281: "tabby, tabby_cat", 285: "Egyptian_cat", 652: "military_uniform",
+                817: "sports_car, sport_car"}
 _BUILTIN = {
     "imagenet1k": ("imagenet1k.txt", IMAGENET1K_CLASSES),
     "imagenet21k": ("imagenet21k.txt", IMAGENET21K_CLASSES),
@@ -167,3 +187,108 @@ def class_names(
             f"labels={shown!r} has {len(names)} names but the model has {num_classes} classes"
         )
     return names
+
+
+# --------------------------------------------------------------------------- predictions
+
+
+def topk(logits, k: int = 5) -> Tuple[np.ndarray, np.ndarray]:
+    """Top-k classes of ``logits [B, C]``: ``(indices [B, k] int32, probabilities [B, k] float32)``.
+
+    Probabilities are the softmax over all C classes (computed in float64), in
+    decreasing order, ties by the lower index; ``k`` is capped at C.
+
+    Raises:
+      ValueError: ``logits`` not of rank 2.
+    """
+    z = np.asarray(logits, np.float64)
+    if z.ndim != 2:
+        raise ValueError(f"logits must be [B, C], got shape {z.shape}")
+    k = max(0, min(int(k), z.shape[-1]))
+    z = z - z.max(axis=-1, keepdims=True)
+    p = np.exp(z)
+    p /= p.sum(axis=-1, keepdims=True)
+    idx = np.argsort(-p, axis=-1, kind="stable")[:, :k]
+    return idx.astype(np.int32), np.take_along_axis(p, idx, axis=-1).astype(np.float32)
+
+
+def class_label(index: int, names: Optional[Sequence[str]] = None) -> str:
+    """``names[index]``, or ``"class 17"`` without names (custom heads) or outside them."""
+    index = int(index)
+    if names is not None and 0 <= index < len(names):
+        return str(names[index])
+    return f"class {index}"
+
+
+# --------------------------------------------------------------------------- building the bundled files
+
+
+def timm_info_dir() -> Path:
+    """``timm/data/_info`` of the installed timm, found without importing timm (or torch).
+
+    Raises:
+      ValueError: timm is not installed.
+    """
+    spec = importlib.util.find_spec("timm")
+    if spec is None or not spec.submodule_search_locations:
+        raise ValueError("timm is not installed: pip install timm, or pass the folder holding its data/_info files")
+    return Path(list(spec.submodule_search_locations)[0]) / "data" / "_info"
+
+
+def _read_ids(path: Path) -> List[str]:
+    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def _read_lemmas(path: Path) -> Dict[str, str]:
+    out: Dict[str, str] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            wnid, _, lemmas = line.partition("\t")
+            out[wnid.strip()] = lemmas.strip()
+    return out
+
+
+def _format_name(wnid: str, lemmas: Dict[str, str]) -> str:
+    parts = [p.strip().replace(" ", "_") for p in lemmas.get(wnid, "").split(",")]
+    parts = [p for p in parts if p]
+    return ", ".join(parts) if parts else wnid
+
+
+def build_label_files(info: Union[str, os.PathLike]) -> Dict[str, str]:
+    """The text of ``imagenet1k.txt`` and ``imagenet21k.txt`` from timm's WordNet lists.
+
+    Reads, in ``info`` (timm's ``data/_info``; see :func:`timm_info_dir`):
+    ``imagenet_synsets.txt`` (the 1000 ImageNet-1k ids in class-index order),
+    ``imagenet21k_goog_synsets.txt`` (the 21,843 ids in the order of Google's
+    ImageNet-21k heads) and ``imagenet_synset_to_lemma.txt`` (``wnid TAB
+    lemma, lemma``). Each name is written as Google's ViT notebook prints it:
+    lemmas joined by ``", "``, spaces inside a lemma replaced by ``"_"``; a
+    synset without a lemma falls back to its WordNet id. One name per line,
+    ``\\n`` endings, a final newline.
+
+    Returns:
+      ``{"imagenet1k.txt": text, "imagenet21k.txt": text}``.
+
+    Raises:
+      ValueError: a list with the wrong number of ids, a spot check that fails
+        (281 tabby, 285 Egyptian_cat, 652 military_uniform, 817 sports_car),
+        or an ``imagenet1k.txt`` that is not :data:`IMAGENET1K_BYTES` bytes.
+      OSError: a list cannot be read.
+    """
+    info = Path(info)
+    lemmas = _read_lemmas(info / "imagenet_synset_to_lemma.txt")
+    out = {}
+    for fname, src, count in (("imagenet1k.txt", "imagenet_synsets.txt", IMAGENET1K_CLASSES),
+                              ("imagenet21k.txt", "imagenet21k_goog_synsets.txt", IMAGENET21K_CLASSES)):
+        ids = _read_ids(info / src)
+        if len(ids) != count:
+            raise ValueError(f"{info / src}: has {len(ids)} ids, expected {count}")
+        out[fname] = "".join(_format_name(i, lemmas) + "\n" for i in ids)
+    names = out["imagenet1k.txt"].splitlines()
+    for idx, want in _SPOT_CHECKS.items():
+        if names[idx] != want:
+            raise ValueError(f"{info}: imagenet1k index {idx} would be {names[idx]!r}, expected {want!r}")
+    size = len(out["imagenet1k.txt"].encode("utf-8"))
+    if size != IMAGENET1K_BYTES:
+        raise ValueError(f"{info}: imagenet1k.txt would be {size} bytes, expected {IMAGENET1K_BYTES}")
+    return out

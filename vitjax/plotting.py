@@ -37,7 +37,8 @@ from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
-from vitjax.mapsio import write_atomic
+from vitjax.io import write_atomic
+from vitjax.labels import class_label, topk  # noqa: F401  (re-exported for the notebook; defined in labels)
 
 __all__ = [
     "DPI",
@@ -182,31 +183,6 @@ def _cmap(name: str):
         return colormaps[name]
     except KeyError:
         raise ValueError(f"unknown matplotlib colour map {name!r} (e.g. jet, inferno, viridis)") from None
-
-
-def topk(logits: ArrayLike, k: int = 5) -> Tuple[np.ndarray, np.ndarray]:
-    """Top-k classes of ``logits [B, C]``: ``(indices [B, k] int32, probabilities [B, k] float32)``.
-
-    Probabilities are the softmax over all C classes (float64 internally), in
-    decreasing order; ``k`` is capped at C.
-    """
-    z = np.asarray(logits, np.float64)
-    if z.ndim != 2:
-        raise ValueError(f"logits must be [B, C], got shape {z.shape}")
-    k = max(0, min(int(k), z.shape[-1]))
-    z = z - z.max(axis=-1, keepdims=True)
-    p = np.exp(z)
-    p /= p.sum(axis=-1, keepdims=True)
-    idx = np.argsort(-p, axis=-1, kind="stable")[:, :k]
-    return idx.astype(np.int32), np.take_along_axis(p, idx, axis=-1).astype(np.float32)
-
-
-def class_label(index: int, names: Optional[Sequence[str]] = None) -> str:
-    """``names[index]``, or ``"class 17"`` without names (custom heads)."""
-    index = int(index)
-    if names is not None and 0 <= index < len(names):
-        return str(names[index])
-    return f"class {index}"
 
 
 # --------------------------------------------------------------------------- layout helpers
