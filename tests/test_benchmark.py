@@ -1,20 +1,27 @@
-"""scripts/benchmark.py end to end on the tiny model: every row reports finite, positive numbers.
+"""The benchmark harness (benchmarks/, outside the package) on the tiny ``testing`` model.
 
-Nothing here asserts speed; the numbers are only checked to exist.
+Nothing here asserts speed. What can fail: the FLOP formula, the PyTorch rollout peers against
+vitjax's maps, the harness's rows, JSON and consistency checks, and the package's independence
+from the harness, torch and timm.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from vitjax import benchmark
 from vitjax.config import get_config
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # benchmarks/ is a top-level folder of the checkout, not installed
+
+from benchmarks import common, harness  # noqa: E402
 
 
 def _positive(x) -> bool:
@@ -22,92 +29,77 @@ def _positive(x) -> bool:
 
 
 def test_flops_of_vit_b16_match_the_known_count():
-    f = benchmark.model_flops(get_config("ViT-B_16"))
-    # 12 x (4 N D^2 + 2 N^2 D + 2 N D 4D) + 196 x 768 x 768, N = 197, D = 768, times 2
+    f = common.model_flops(get_config("ViT-B_16"))
+    # 12 x (4 N D^2 + 2 N^2 D + 2 N D 4D) + 196 x 16 x 16 x 3 x 768 patch embedding, times 2
     n, d = 197, 768
     macs = 12 * (4 * n * d * d + 2 * n * n * d + 2 * n * d * 4 * d) + 196 * 16 * 16 * 3 * d
     assert f["gflop_per_image_no_head"] == pytest.approx(2 * macs / 1e9, rel=1e-12)
-    assert f["gflop_per_image"] == pytest.approx(35.1, abs=0.05)
     assert f["head_gflop"] == pytest.approx(2 * 768 * 1000 / 1e9)
     assert f["tokens"] == 197
 
 
-def test_benchmark_tiny_in_process(tmp_path, tiny_checkpoint):
+def test_package_imports_neither_harness_nor_torch():
+    code = ("import sys, vitjax, vitjax.cli, vitjax.maps; "
+            "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'timm', 'benchmarks')); "
+            "print(bad); sys.exit(1 if bad else 0)")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=str(REPO))
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert not (REPO / "vitjax" / "benchmark.py").exists()
+
+
+def test_torch_rollout_peers_equal_vitjax_maps(make_checkpoint, rng):
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("timm")
+    import vitjax
+    from benchmarks.torch_rows import MAPS, batched_maps, practice_maps
+
+    config = get_config("testing", num_layers=3)
+    model, params = vitjax.load_checkpoint(make_checkpoint("testing", num_layers=3))
+    images = rng.uniform(-1, 1, (2, 224, 224, 3)).astype(np.float32)
+    ours = vitjax.compute_maps(model, params, images, keep_attention=True)
+    att = np.asarray(ours["attention"])
+    layers = [torch.from_numpy(np.ascontiguousarray(att[:, i])) for i in range(config.num_layers)]
+    # float32 products of 3 row-stochastic 197 x 197 matrices, values divided by their max (~1e-2):
+    # rounding of a few 1e-7 relative per product, well inside 1e-5 after normalisation
+    for peer in (practice_maps, batched_maps):
+        got = peer(layers, config.grid)
+        for key, value in zip(MAPS, got, strict=True):
+            assert value.shape == ours[key].shape, (peer.__name__, key)
+            np.testing.assert_allclose(value.numpy(), np.asarray(ours[key]), atol=1e-5, err_msg=peer.__name__ + key)
+
+
+def test_harness_smoke_on_the_testing_variant(tmp_path):
     pytest.importorskip("torch")
     pytest.importorskip("timm")
     out = tmp_path / "results.json"
-    rc = benchmark.main([
-        "--ckpt", str(tiny_checkpoint), "--batch-sizes", "2", "--dtypes", "float32", "--reps", "1",
-        "--warmup", "0", "--gemm-size", "64", "--gemm-reps", "1", "--fidelity-images", "2",
-        "--compile-variants", "testing", "--compile-capture-variants", "", "--no-startup",
-        "--inprocess", "--idle-wait", "0", "--quiet", "--out", str(out), "--rollout-batch", "2",
+    rc = harness.main([
+        "--variant", "testing", "--batch-sizes", "2", "--modes", "float32", "--reps", "1", "--warmup", "0",
+        "--gemm-size", "64", "--gemm-reps", "1", "--fidelity-images", "2", "--compile-variants", "testing",
+        "--compile-capture-variants", "", "--no-startup", "--inprocess", "--idle-wait", "0", "--quiet",
+        "--out", str(out),
     ])
     assert rc == 0
     res = json.loads(out.read_text())
-    assert not list(tmp_path.glob("*.tmp"))  # written atomically, nothing left behind
-    assert res["schema"] == benchmark.SCHEMA
-    for key in ("machine", "model", "flops", "settings", "gemm", "rows", "consistency", "bf16_fidelity",
-                "compile", "targets", "notes", "command"):
-        assert key in res, key
-
-    ro = res["rollout"]
-    assert "error" not in ro, ro
-    assert ro["shape"][0] == 2
-    for field in ("read_s", "rollout_s", "numpy_loop_s", "speedup_vs_numpy_loop", "rollout_over_read"):
-        assert _positive(ro[field]), (field, ro[field])
-    assert ro["max_abs_diff_vs_numpy"] <= 1e-5  # the timed rollout computes the same maps as the loop
-
+    assert [p.name for p in tmp_path.iterdir()] == ["results.json"]  # written atomically, nothing left behind
+    assert res["schema"] == harness.SCHEMA
     rows = {r["row"]: r for r in res["rows"]}
-    assert set(rows) == set(benchmark.ROWS)
+    assert set(rows) == set(harness.ROWS)
     for r in res["rows"]:
         assert "error" not in r, r
-        assert r["batch"] == 2 and r["dtype"] == "float32" and r["reps"] == 1
-        for field in ("images_per_s", "median_batch_s", "first_call_s", "peak_rss_mb", "gflops",
-                      "roofline_fraction", "roofline_fraction_best"):
+        assert r["batch"] == 2 and r["mode"] == "float32"
+        for field in ("images_per_s", "median_batch_s", "first_call_s", "peak_rss_mb", "gflops"):
             assert _positive(r[field]), (r["row"], field, r[field])
-    for name in ("capture", "lean", "torch"):
+    for name in ("capture", "lean", "torch", "torch_batched"):
         assert rows[name]["outputs"]["cumulative"] == [2, 1, 14, 14]
         assert rows[name]["outputs"]["heads"] == [2, 1, 2, 14, 14]
-
-    for lib in ("xla", "torch"):
-        g = res["gemm"][f"{lib}_float32"]
-        assert "error" not in g and _positive(g["gflops"])
-
-    # both libraries compute the same maps and logits
+    # every row computed the same thing; float32 rounding of a 1-layer, width-10 model is ~1e-6
+    # relative on O(1) logits and maps in [0, 1], so 1e-4 leaves room and still catches a wrong map
+    assert len(res["consistency"]) == 5  # capture vs lean, torch, torch_batched; plain vs torch, torch_batched
     for key, diff in res["consistency"].items():
-        assert diff < 1e-3, key
-
-    fid = res["bf16_fidelity"]
-    assert "error" not in fid, fid
-    assert fid["images"] in (1, 2)
-    assert -1.0 <= fid["joint_map_pearson_min"] <= 1.0 + 1e-9
-    assert isinstance(fid["top5_all_equal"], bool) and "random" in fid["note"].lower()
-
+        assert diff < 1e-4, key
+    fid = res["bf16_fidelity"]  # bfloat16 rounds to 2^-8 relative: one layer's maps correlate far above 0.9
+    assert "error" not in fid and fid["images"] >= 1 and fid["joint_map_pearson_min"] > 0.9
     (comp,) = res["compile"]
     assert comp["variant"] == "testing" and _positive(comp["compile_s"])
-
-    names = [t["name"] for t in res["targets"]]
-    assert len(names) == 9  # 7 from issue #5, 2 rollout targets from issue #3
-    for t in res["targets"]:
-        assert t["pass"] in (True, False, None)
-
-    table = benchmark.format_table(res)
-    assert "vitjax capture" in table and "pytorch practice" in table
-
-
-def test_child_process_task_and_missing_visualize(tmp_path):
-    # one task through the child-process path used for per-row memory
-    r = benchmark._run_task_child({"kind": "gemm", "lib": "xla", "n": 32, "dtype": "float32", "reps": 1},
-                                  timeout=120)
-    assert "error" not in r, r
-    assert _positive(r["gflops"])
-    st = benchmark.measure_startup("x.npz", "x.jpg", script=tmp_path / "missing.py")
-    assert st["status"] == "unavailable"
-
-
-def test_script_is_thin_and_has_help():
-    text = (REPO / "scripts" / "benchmark.py").read_text()
-    assert "from vitjax.benchmark import main" in text
-    with pytest.raises(SystemExit) as e:
-        benchmark.main(["--help"])
-    assert e.value.code == 0
+    table = harness.format_table(res)
+    assert "vitjax capture" in table and "pytorch batched rollout" in table
