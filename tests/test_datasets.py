@@ -13,7 +13,10 @@ from vitjax.datasets import (
     DatasetError,
     ImageRecord,
     annotation_mask,
+    box_mask,
     caltech101,
+    class_folders,
+    dataset_records,
     image_files,
     load_annotation,
     sample_records,
@@ -389,3 +392,89 @@ def test_real_samples_when_present():
     assert len(found) == 25
     assert len({p.parent.name for p in found}) == 5
     assert all(p.suffix == ".jpg" for p in found)
+
+
+# ---------------------------------------------------------------- contour rasterisation, boxes, class folders
+
+L_SHAPE = """
+..........
+..#####...
+..#####...
+..#####...
+..###.....
+..###.....
+..###.....
+..........
+"""
+
+
+def _drawing(text: str) -> np.ndarray:
+    return np.array([[c == "#" for c in row] for row in text.strip("\n").splitlines()])
+
+
+def test_contour_rasterisation_hand_drawn_l_shape(tmp_path):
+    """A non-convex polygon read from a .mat (contour relative to box_coord) fills exactly the drawn pixels."""
+    top, left = 1, 2
+    vertices = np.array([[2, 1], [6, 1], [6, 3], [4, 3], [4, 6], [2, 6]], float)  # absolute (x, y)
+    rel = (vertices - [left, top]).T  # 2 x K, rows x and y, relative to the box's top-left
+    path = tmp_path / "annotation_0001.mat"
+    _annotation(path, box=(top, 6, left, 6), rel=rel)
+    expected = _drawing(L_SHAPE)
+    np.testing.assert_array_equal(annotation_mask(path, expected.shape), expected)
+
+
+def test_contour_rasterisation_hand_drawn_triangle():
+    """Boundary pixels belong to the object: the 45-degree edge x + y = 6 runs through pixel centres."""
+    expected = _drawing("""
+.......
+.#####.
+.####..
+.###...
+.##....
+.#.....
+.......
+""")
+    got = annotation_mask(np.array([[1.0, 1.0], [5.0, 1.0], [1.0, 5.0]]), expected.shape)
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_box_mask():
+    m = box_mask([1, 3, 2, 5], (5, 8))  # [y1, y2, x1, x2], both ends included
+    expected = np.zeros((5, 8), bool)
+    expected[1:4, 2:6] = True
+    np.testing.assert_array_equal(m, expected)
+    clipped = box_mask(np.array([[-3.0, 2.4, 6.6, 20.0]]), (4, 9))  # rounded, clipped, 1x4 accepted
+    expected = np.zeros((4, 9), bool)
+    expected[0:3, 7:9] = True
+    np.testing.assert_array_equal(clipped, expected)
+    assert not box_mask([10, 12, 0, 3], (4, 4)).any()
+    with pytest.raises(ValueError, match="box"):
+        box_mask([1, 2, 3], (4, 4))
+    with pytest.raises(ValueError, match="image_size"):
+        box_mask([1, 2, 3, 4], (0, 4))
+
+
+def test_class_folders_and_dataset_records(tmp_path, caltech):
+    root = tmp_path / "folders"
+    _jpeg(root / "zebra" / "a.jpg")
+    _jpeg(root / "Apple" / "sub" / "b.jpg")
+    _jpeg(root / "Apple" / "c.jpg")
+    _jpeg(root / "loose.jpg")
+    (root / ".hidden").mkdir()
+    _jpeg(root / ".hidden" / "x.jpg")
+    recs = class_folders(root)
+    assert [(r.path.relative_to(root).as_posix(), r.label, r.class_name) for r in recs] == [
+        ("loose.jpg", None, None),
+        ("Apple/c.jpg", 0, "Apple"),
+        ("Apple/sub/b.jpg", 0, "Apple"),
+        ("zebra/a.jpg", 1, "zebra"),
+    ]
+    assert all(r.annotation is None for r in recs)
+    assert dataset_records(root) == recs
+    # a Caltech101 root is read as Caltech101, background included
+    assert dataset_records(caltech) == caltech101(caltech, include_background=True)
+    (tmp_path / "empty" / "cls").mkdir(parents=True)
+    with pytest.raises(DatasetError, match="empty"):
+        class_folders(tmp_path / "empty")
+    with pytest.raises(DatasetError, match="not a folder"):
+        dataset_records(tmp_path / "nope")

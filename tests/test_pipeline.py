@@ -45,8 +45,8 @@ def test_batches_are_fixed_size_in_order_with_failures():
     assert batches[0].valid.tolist() == [True] * 4
     assert batches[1].valid.tolist() == [False, True, True, True]
     assert batches[2].valid.tolist() == [True, False, True, False]  # failed item, then padding
-    assert [b.failed for b in batches] == [(), ((5, "item 5: cannot read image (corrupt)"),),
-                                           ((10, "item 10: cannot read image (corrupt)"),)]
+    assert [b.failed for b in batches] == [(), ((5, "item 5: cannot read image (corrupt) second line"),),
+                                           ((10, "item 10: cannot read image (corrupt) second line"),)]
     for b in batches:
         for row, item, extra in b.loaded():
             np.testing.assert_array_equal(b.images[row], np.full(SHAPE, item, np.float32))

@@ -37,9 +37,13 @@ __all__ = [
     "CALTECH101_BACKGROUND",
     "image_files",
     "caltech101",
+    "class_folders",
+    "dataset_records",
     "sample_records",
+    "positive_int",
     "load_annotation",
     "annotation_mask",
+    "box_mask",
 ]
 
 PathLike = Union[str, os.PathLike]
@@ -109,18 +113,14 @@ def image_files(inputs: Sequence[PathLike]) -> List[Path]:
 
     Each input is, in this order of precedence:
 
-    * an existing file: kept as given, whatever its extension (the decoder
-      reports a file that is not an image);
-    * an existing folder: every image file under it, recursively, sorted by
-      path relative to the folder (case-sensitive); files and folders whose
-      names start with ``.`` are skipped (e.g. macOS ``._image.jpg``);
-    * otherwise a glob pattern (``*``, ``?``, ``[...]``; ``**`` recurses): the
-      matching image files, and the images under matching folders, sorted.
+    * an existing file: kept as given, whatever its extension (the decoder reports a non-image);
+    * an existing folder: every image file under it, recursively, sorted by path relative to
+      the folder (case-sensitive); names starting with ``.`` are skipped (macOS ``._x.jpg``);
+    * otherwise a glob pattern (``*``, ``?``, ``[...]``; ``**`` recurses): the matching image
+      files, and the images under matching folders, sorted.
 
-    Image files are those whose suffix, lower-cased, is in :data:`IMAGE_EXTENSIONS`
-    (``.jpg .jpeg .png .bmp .gif .webp .tif .tiff``). ``~`` is expanded. Duplicates
-    (same resolved file) are dropped, keeping the first occurrence, so the
-    order of ``inputs`` is preserved.
+    Image files: suffix, lower-cased, in :data:`IMAGE_EXTENSIONS`. ``~`` is expanded.
+    Duplicates (same resolved file) are dropped, keeping the first, so input order is kept.
 
     Args:
       inputs: paths, folders or glob patterns (``str`` or ``os.PathLike``).
@@ -252,10 +252,50 @@ def _class_images(folder: Path) -> List[Path]:
     return sorted((p for p in folder.iterdir() if p.is_file() and _is_image(p)), key=lambda p: p.name)
 
 
+def class_folders(root: PathLike) -> List[ImageRecord]:
+    """Lists a folder of class folders: ``<root>/<class>/**/<image>``, one class per subfolder.
+
+    Classes are the subfolders (hidden ones skipped) in case-sensitive order, labelled 0, 1, ...;
+    their images are found recursively, sorted. Images directly in ``root`` come first,
+    unlabelled (``label=None``, ``class_name=None``). No annotations.
+
+    Raises:
+      DatasetError: ``root`` is not a folder or holds no image (one line naming it).
+    """
+    base = Path(os.path.expanduser(os.fspath(root)))
+    if not base.is_dir():
+        raise DatasetError(f"{base}: not a folder")
+    records = [ImageRecord(p, None, None, None) for p in _class_images(base)]
+    names = sorted(d.name for d in base.iterdir() if d.is_dir() and not d.name.startswith("."))
+    for label, name in enumerate(names):
+        records.extend(ImageRecord(p, label, name, None) for p in _folder_images(base / name))
+    if not records:
+        raise DatasetError(f"{base}: no image files in it or in its class folders")
+    return records
+
+
+def dataset_records(root: PathLike) -> List[ImageRecord]:
+    """The images of a dataset root: Caltech101 if it looks like one, else a folder of class folders.
+
+    A root holding ``101_ObjectCategories/`` (or being it) is read by :func:`caltech101` with
+    ``BACKGROUND_Google`` included (unlabelled, not annotated); anything else by :func:`class_folders`.
+
+    Raises:
+      DatasetError: no such folder, or no images (one line naming it).
+    """
+    base = Path(os.path.expanduser(os.fspath(root)))
+    try:
+        _caltech_folders(base)
+    except DatasetError:
+        return class_folders(base)
+    return caltech101(base, include_background=True)
+
+
 # --------------------------------------------------------------------------- sampling
 
 
-def _positive(name: str, value) -> int:
+def positive_int(name: str, value) -> int:
+    """``value`` as an int >= 1; ValueError naming ``name`` otherwise (bools are refused)."""
     if isinstance(value, bool):
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
     try:
@@ -303,7 +343,7 @@ def sample_records(
         raise ValueError("give per_class or sample, not both")
     records = list(records)
     if per_class is not None:
-        k = _positive("per_class", per_class)
+        k = positive_int("per_class", per_class)
         groups: Dict[Tuple[Optional[int], Optional[str]], List[ImageRecord]] = {}
         for r in records:
             groups.setdefault((r.label, r.class_name), []).append(r)
@@ -316,7 +356,7 @@ def sample_records(
             out.extend(sorted(members, key=lambda r: r.path))
         return out
     if sample is not None:
-        n = _positive("sample", sample)
+        n = positive_int("sample", sample)
         if n >= len(records):
             return records
         rng = np.random.default_rng(int(seed))
@@ -381,6 +421,16 @@ def load_annotation(path: PathLike) -> Tuple[np.ndarray, np.ndarray]:
     return box, absolute
 
 
+def _image_size(image_size) -> Tuple[int, int]:
+    try:
+        height, width = (operator.index(s) for s in image_size)
+    except (TypeError, ValueError):
+        raise ValueError(f"image_size must be (height, width) integers, got {image_size!r}") from None
+    if height < 1 or width < 1:
+        raise ValueError(f"image_size must be positive, got {(height, width)}")
+    return height, width
+
+
 def annotation_mask(
     path_or_arrays: Union[PathLike, Tuple[np.ndarray, np.ndarray], np.ndarray],
     image_size: Tuple[int, int],
@@ -408,12 +458,7 @@ def annotation_mask(
     """
     from PIL import Image, ImageDraw
 
-    try:
-        height, width = (operator.index(s) for s in image_size)
-    except (TypeError, ValueError):
-        raise ValueError(f"image_size must be (height, width) integers, got {image_size!r}") from None
-    if height < 1 or width < 1:
-        raise ValueError(f"image_size must be positive, got {(height, width)}")
+    height, width = _image_size(image_size)
     if isinstance(path_or_arrays, (str, os.PathLike)):
         contour = load_annotation(path_or_arrays)[1]
     elif isinstance(path_or_arrays, (tuple, list)):
@@ -430,3 +475,26 @@ def annotation_mask(
     vertices = [(int(x), int(y)) for x, y in np.rint(contour)]
     ImageDraw.Draw(canvas).polygon(vertices, fill=1, outline=1)
     return np.asarray(canvas, dtype=bool)
+
+
+def box_mask(box: Sequence[float], image_size: Tuple[int, int]) -> np.ndarray:
+    """The bounding box of a Caltech101 annotation as a mask: rows ``y1..y2``, columns ``x1..x2``.
+
+    Args:
+      box: ``[y1, y2, x1, x2]`` = ``box_coord`` ``[top, bottom, left, right]`` pixels (see
+        :func:`load_annotation`); rounded, both ends included, clipped to the image.
+      image_size: ``(height, width)`` of the photo, in pixels.
+
+    Returns bool ``[height, width]``, True inside the box (all False if it lies outside).
+
+    Raises:
+      ValueError: ``box`` not 4 finite numbers or ``image_size`` not two positive integers.
+    """
+    height, width = _image_size(image_size)
+    b = np.asarray(box, dtype=np.float64).reshape(-1)
+    if b.size != 4 or not np.isfinite(b).all():
+        raise ValueError(f"box must be 4 finite numbers [y1, y2, x1, x2], got {box!r}")
+    y1, y2, x1, x2 = (int(v) for v in np.rint(b))
+    mask = np.zeros((height, width), bool)
+    mask[max(y1, 0) : max(y2 + 1, 0), max(x1, 0) : max(x2 + 1, 0)] = True
+    return mask

@@ -47,6 +47,9 @@ from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple, Uni
 
 import numpy as np
 
+from vitjax.datasets import positive_int
+from vitjax.io import one_line
+
 __all__ = [
     "Batch",
     "padded_batches",
@@ -101,23 +104,6 @@ class Batch:
         return [(int(r), self.items[r], self.extras[r]) for r in self.rows]
 
 
-def _one_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
-
-
-def _positive(name: str, value) -> int:
-    if isinstance(value, bool):
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    try:
-        n = operator.index(value)
-    except TypeError:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}") from None
-    if n < 1:
-        raise ValueError(f"{name} must be a positive integer, got {n}")
-    return n
-
-
 def padded_batches(
     items: Sequence[Any],
     load: Callable[[Any], Union[np.ndarray, Tuple[np.ndarray, Any]]],
@@ -156,14 +142,14 @@ def padded_batches(
         (``prefetch`` may be 0), or ``load`` returned an array of another shape
         (message names the item).
     """
-    batch_size = _positive("batch_size", batch_size)
+    batch_size = positive_int("batch_size", batch_size)
     shape = tuple(operator.index(s) for s in shape)
     if isinstance(prefetch, bool) or operator.index(prefetch) < 0:
         raise ValueError(f"prefetch must be a non-negative integer, got {prefetch!r}")
     items = list(items)
     own = executor is None
     if own:
-        n = (os.cpu_count() or 1) if workers is None else _positive("workers", workers)
+        n = (os.cpu_count() or 1) if workers is None else positive_int("workers", workers)
         executor = cf.ThreadPoolExecutor(max_workers=n, thread_name_prefix="vitjax-load")
     pending: collections.deque = collections.deque()  # futures, in item order
     submitted = 0
@@ -183,7 +169,7 @@ def padded_batches(
                 try:
                     out = pending.popleft().result()
                 except ValueError as e:
-                    failed.append((item, _one_line(e)))
+                    failed.append((item, one_line(e) or type(e).__name__))
                     continue
                 x, extra = out if isinstance(out, tuple) else (out, None)
                 x = np.asarray(x)
@@ -224,7 +210,7 @@ def local_mesh(devices: Optional[Sequence[Any]] = None):
 def _device_count(mesh_or_count) -> int:
     if hasattr(mesh_or_count, "devices"):
         return int(np.asarray(mesh_or_count.devices).size)
-    return _positive("devices", mesh_or_count)
+    return positive_int("devices", mesh_or_count)
 
 
 def round_batch_size(batch_size: int, mesh_or_count=None) -> int:
@@ -234,7 +220,7 @@ def round_batch_size(batch_size: int, mesh_or_count=None) -> int:
     """
     import jax
 
-    b = _positive("batch_size", batch_size)
+    b = positive_int("batch_size", batch_size)
     n = len(jax.local_devices()) if mesh_or_count is None else _device_count(mesh_or_count)
     return -(-b // n) * n
 
@@ -287,7 +273,7 @@ def process_items(items: Sequence[Any], index: Optional[int] = None, count: Opti
     """
     import jax
 
-    count = jax.process_count() if count is None else _positive("count", count)
+    count = jax.process_count() if count is None else positive_int("count", count)
     index = jax.process_index() if index is None else operator.index(index)
     if not 0 <= index < count:
         raise ValueError(f"index must be in [0, {count}), got {index}")
