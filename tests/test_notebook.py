@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "attention_maps.ipynb"
@@ -20,25 +22,51 @@ def test_stored_without_outputs_and_colab_ready():
     assert code and all(c.outputs == [] and c.execution_count is None for c in code)
     setup = code[0].source
     assert "pip" in setup and "install" in setup and "VITJAX_GIT_URL" in setup and "VITJAX_NOTEBOOK_CKPT" in setup
-    text = "\n".join(c.source for c in nb.cells)
-    for needle in ("jax.devices()", "resolve_checkpoint", "compute_maps", "summary_figure", "layer_grid",
-                   "head_grid"):
+    text = "\n".join(c.source for c in code)
+    for needle in ("jax.devices()", "resolve_checkpoint(CHECKPOINT)", "compute_maps", "summary_figure", "layer_grid",
+                   "head_grid", "padded_batches", "preprocess(photo_path, cfg)", "preprocess(item, cfg)"):
         assert needle in text
+    # one checkpoint folder for library, CLI and notebook: the notebook never picks its own
+    assert "checkpoint_dir=" not in text and '"checkpoints"' not in text
     assert nb.metadata["kernelspec"]["name"] == "python3"
 
 
 def test_notebook_runs_on_a_tiny_checkpoint(tiny_checkpoint, monkeypatch, tmp_path):
     nbclient = pytest.importorskip("nbclient")
     pytest.importorskip("ipykernel")
+    from PIL import Image
+
     nb = read()
-    monkeypatch.setenv("VITJAX_NOTEBOOK_CKPT", str(tiny_checkpoint))
+    # The notebook's default name resolves in $VITJAX_CHECKPOINT_DIR (the library's folder): a tiny random
+    # file stands there under the real name, so nothing is downloaded and ./checkpoints plays no part.
+    ck = tmp_path / "ck"
+    placed = ck / "imagenet21k+imagenet2012" / "ViT-B_16-224.npz"
+    placed.parent.mkdir(parents=True)
+    shutil.copyfile(tiny_checkpoint, placed)
+    # Caltech101-like folders: the same file name in two classes, and one unreadable file.
+    images = tmp_path / "images"
+    rng = np.random.default_rng(0)
+    for cls in ("cat", "dog"):
+        (images / cls).mkdir(parents=True)
+        Image.fromarray(rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)).save(images / cls / "image_0001.jpg")
+    (images / "dog" / "image_0002.jpg").write_bytes(b"not a jpeg")
+    monkeypatch.delenv("VITJAX_NOTEBOOK_CKPT", raising=False)
+    monkeypatch.setenv("VITJAX_CHECKPOINT_DIR", str(ck))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setenv("VITJAX_NOTEBOOK_IMAGES", str(images))
     monkeypatch.setenv("MPLBACKEND", "Agg")
-    monkeypatch.delenv("VITJAX_NOTEBOOK_IMAGES", raising=False)
     client = nbclient.NotebookClient(nb, kernel_name="python3", timeout=180,
                                      resources={"metadata": {"path": str(NOTEBOOK.parent)}})
     client.execute()  # raises CellExecutionError on any failing cell
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
-    images = [o for o in outputs if o.output_type == "display_data" and "image/png" in o.get("data", {})]
-    assert len(images) >= 5  # summary (heatmap, mask), cumulative grid, layer grid, head grid
-    assert not (NOTEBOOK.parent / "checkpoints").exists()  # nothing downloaded
+    images_out = [o for o in outputs if o.output_type == "display_data" and "image/png" in o.get("data", {})]
+    assert len(images_out) >= 5  # summary (heatmap, mask), cumulative grid, layer grid, head grid
+    text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
+    assert f"{placed}:" in text  # the checkpoint came from the shared folder
+    rows = next(line for line in text.splitlines() if line.startswith("rows: "))
+    assert rows == "rows: cat/image_0001.jpg, dog/image_0001.jpg"  # class/file: unique row labels
+    assert "skipped: " in text and "image_0002.jpg" in text
+    assert sorted(p.relative_to(ck) for p in ck.rglob("*")) == [placed.parent.relative_to(ck),
+                                                                 placed.relative_to(ck)]  # nothing downloaded
+    assert not (NOTEBOOK.parent / "checkpoints").exists()
