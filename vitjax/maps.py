@@ -1,81 +1,48 @@
 """Attention maps straight from a model: one jitted pass from images to maps.
 
-Two paths give the same numbers (within 1e-6):
+Two paths give the same numbers (within float32 rounding):
 
 * two-step: forward pass with every layer's attention ``[B, L, H, N, N]``
   materialised, then the pure functions of :mod:`vitjax.attention`;
 * memory-lean (``lean=True``): each layer's attention is folded into the
-  running rollout product as soon as its block finishes (the model's
-  ``attention_step`` hook), so only ``[B, N, N]`` plus small per-layer rows
-  are kept; memory per image no longer grows with layers x heads.
+  running rollout product as soon as its block finishes, so only
+  ``[B, N, N]`` plus small per-layer rows are kept; memory per image no longer
+  grows with layers x heads. The model knows nothing of this: the attention
+  modules' calls are intercepted from outside with
+  ``flax.linen.intercept_methods``.
+
+Both paths also return ``token_norms [B, gh, gw]``: the L2 norm of each patch
+token at the output of the last block (before the final LayerNorm), the
+quantity whose outliers mark the "artifact" tokens of Darcet et al., "Vision
+Transformers Need Registers" (ICLR 2024).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from typing import Dict, Optional
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from vitjax.attention import (
-    _HI,
-    _cumulative_rows,
-    _layer_matrices,
-    _reader,
-    check_options,
-    layer_matrix,
+    HIGHEST,
+    dynamic_options,
+    layer_matrices,
     read_row,
+    reader,
+    rollout_rows,
     row_to_map,
 )
-from vitjax.inference import _forward, check_images
-from vitjax.model import ViT
+from vitjax.inference import check_images, collect_attention
+from vitjax.model import Encoder1DBlock, MultiHeadDotProductAttention, ViT
+from vitjax.options import RolloutOptions
 
-__all__ = ["METHODS", "RolloutStep", "compute_maps", "attention_maps"]
+__all__ = ["METHODS", "compute_maps", "attention_maps", "MAP_KEYS"]
 
 METHODS = ("rollout", "layer", "cumulative", "heads")
-
-
-@dataclasses.dataclass(frozen=True)
-class RolloutStep:
-    """Folds one layer's attention into the running rollout (hashable: a jit static argument).
-
-    Called by :class:`vitjax.model.Encoder` after each block as
-    ``carry = step(carry, probs [B, H, N, N], layer)``. The carry holds
-    ``joint [B, N, N]`` and, per layer, the rows read from Abar_l (``own``), from
-    the joint so far (``cumulative``) and each head's class row (``heads``,
-    ``[B, H, N]``).
-    """
-
-    head_fusion: str = "mean"
-    discard_ratio: float = 0.0
-    start_layer: int = 0
-    residual: bool = True
-    num_prefix_tokens: int = 1
-    class_token: bool = True
-
-    def _row(self, m):  # [N, N] -> [N - prefix]
-        return read_row(m, num_prefix_tokens=self.num_prefix_tokens, class_token=self.class_token)
-
-    def __call__(self, carry, probs, layer):
-        b, _, n, _ = probs.shape
-        if carry is None:
-            carry = {"joint": jnp.broadcast_to(jnp.eye(n, dtype=jnp.float32), (b, n, n)),
-                     "own": [], "cumulative": [], "heads": []}
-        fn = functools.partial(layer_matrix, head_fusion=self.head_fusion, discard_ratio=self.discard_ratio,
-                               residual=self.residual)
-        a = jax.vmap(fn)(probs)  # [B, N, N]
-        joint = carry["joint"]
-        if layer >= self.start_layer:
-            joint = jnp.matmul(a, joint, precision=_HI)
-        heads = jax.vmap(jax.vmap(self._row))(probs.astype(jnp.float32))  # [B, H, N - prefix]
-        return {
-            "joint": joint,
-            "own": carry["own"] + [jax.vmap(self._row)(a)],
-            "cumulative": carry["cumulative"] + [jax.vmap(self._row)(joint)],
-            "heads": carry["heads"] + [heads],
-        }
+MAP_KEYS = ("rollout", "layer", "cumulative", "heads", "token_norms")
 
 
 def _to_maps(rows, grid, normalize=True):
@@ -86,17 +53,48 @@ def _to_maps(rows, grid, normalize=True):
     return maps.reshape(lead + tuple(grid))
 
 
-@functools.partial(jax.jit, static_argnames=("model", "step", "keep_attention"))
-def _maps_two_step(model: ViT, params, images, step: RolloutStep, keep_attention: bool):
-    logits, attention = _forward(model, params, images)
+def _apply(model: ViT, params, images, on_attention=None, intermediates=False):
+    """``model.apply`` that also returns the last block's output tokens ``[B, N, D]``.
+
+    ``on_attention(probs [B, H, N, N])`` is called after every attention module,
+    in layer order (from an interceptor, so the model is unchanged).
+    """
+    last = {}
+
+    def interceptor(next_fun, args, kwargs, context):
+        out = next_fun(*args, **kwargs)
+        if context.method_name == "__call__":
+            if isinstance(context.module, Encoder1DBlock):
+                last["tokens"] = out[0]
+            elif on_attention is not None and isinstance(context.module, MultiHeadDotProductAttention):
+                on_attention(out[1])
+        return out
+
+    with nn.intercept_methods(interceptor):
+        if intermediates:
+            logits, state = model.apply({"params": params}, images, mutable=["intermediates"])
+        else:
+            logits, state = model.apply({"params": params}, images), None
+    return logits, last["tokens"], state
+
+
+def _token_norms(tokens, static: RolloutOptions, grid):
+    patches = tokens[:, static.num_prefix_tokens:].astype(jnp.float32)  # [B, gh*gw, D]
+    return jnp.sqrt(jnp.sum(patches * patches, axis=-1)).reshape((-1,) + tuple(grid))
+
+
+@functools.partial(jax.jit, static_argnames=("model", "static", "keep_attention"))
+def _maps_two_step(model: ViT, params, images, dyn, static: RolloutOptions, keep_attention: bool):
+    logits, tokens, state = _apply(model, params, images, intermediates=True)
+    attention = collect_attention(state["intermediates"], model.config.num_layers)
     grid = model.config.grid
+    p = static.num_prefix_tokens
 
     def one(att):  # [L, H, N, N]
-        mats = _layer_matrices(att, step.head_fusion, step.discard_ratio, step.residual)
-        v = _reader(att.shape[-1], step.num_prefix_tokens, step.class_token)
-        cum = _cumulative_rows(mats, v, step.start_layer)[:, step.num_prefix_tokens:]
-        heads = jax.vmap(jax.vmap(step._row))(att)
-        return jax.vmap(step._row)(mats), cum, heads
+        mats = layer_matrices(att, static, dyn)
+        cum = rollout_rows(mats, reader(att.shape[-1], static), dyn[1])[:, p:]
+        heads = jax.vmap(jax.vmap(lambda m: read_row(m, static)))(att)
+        return jax.vmap(lambda m: read_row(m, static))(mats), cum, heads
 
     own, cum, heads = jax.vmap(one)(attention)
     out = {
@@ -105,23 +103,41 @@ def _maps_two_step(model: ViT, params, images, step: RolloutStep, keep_attention
         "layer": _to_maps(own, grid),
         "cumulative": _to_maps(cum, grid),
         "heads": _to_maps(heads, grid),
+        "token_norms": _token_norms(tokens, static, grid),
     }
     if keep_attention:
         out["attention"] = attention
     return out
 
 
-@functools.partial(jax.jit, static_argnames=("model", "step"))
-def _maps_lean(model: ViT, params, images, step: RolloutStep):
-    logits, carry = model.clone(attention_step=step).apply({"params": params}, images, return_carry=True)
+@functools.partial(jax.jit, static_argnames=("model", "static"))
+def _maps_lean(model: ViT, params, images, dyn, static: RolloutOptions):
     grid = model.config.grid
-    cum = jnp.stack(carry["cumulative"], axis=1)  # [B, L, P]
+    read = jax.vmap(lambda m: read_row(m, static))
+    state = {"joint": None, "own": [], "cumulative": [], "heads": []}
+
+    def fold(probs):  # [B, H, N, N], called once per layer, in order
+        b, _, n, _ = probs.shape
+        layer = len(state["own"])
+        a = jax.vmap(lambda att: layer_matrices(att[None], static, dyn)[0])(probs)  # [B, N, N]
+        joint = state["joint"]
+        if joint is None:
+            joint = jnp.broadcast_to(jnp.eye(n, dtype=jnp.float32), (b, n, n))
+        joint = jnp.where(layer >= dyn[1], jnp.matmul(a, joint, precision=HIGHEST), joint)
+        state["joint"] = joint
+        state["own"].append(read(a))
+        state["cumulative"].append(read(joint))
+        state["heads"].append(jax.vmap(read)(probs.astype(jnp.float32)))
+
+    logits, tokens, _ = _apply(model, params, images, on_attention=fold)
+    cum = jnp.stack(state["cumulative"], axis=1)  # [B, L, P]
     return {
         "logits": logits,
         "rollout": _to_maps(cum[:, -1], grid),
-        "layer": _to_maps(jnp.stack(carry["own"], axis=1), grid),
+        "layer": _to_maps(jnp.stack(state["own"], axis=1), grid),
         "cumulative": _to_maps(cum, grid),
-        "heads": _to_maps(jnp.stack(carry["heads"], axis=1), grid),
+        "heads": _to_maps(jnp.stack(state["heads"], axis=1), grid),
+        "token_norms": _token_norms(tokens, static, grid),
     }
 
 
@@ -129,11 +145,8 @@ def compute_maps(
     model: ViT,
     params,
     images,
+    options: Optional[RolloutOptions] = None,
     *,
-    head_fusion: str = "mean",
-    discard_ratio: float = 0.0,
-    start_layer: int = 0,
-    residual: bool = True,
     lean: bool = False,
     keep_attention: bool = False,
 ) -> Dict[str, jnp.ndarray]:
@@ -141,38 +154,45 @@ def compute_maps(
 
     Args:
       model, params: from :func:`vitjax.load_checkpoint`.
-      images: ``[B, H, W, 3]`` float in [-1, 1] at ``model.config.image_size``.
-      head_fusion, discard_ratio, start_layer, residual: rollout options, see
-        :func:`vitjax.attention_rollout`.
+      images: ``[B, H, W, 3]`` float32 at ``model.config.image_size``,
+        preprocessed for the model (:func:`vitjax.preprocess`).
+      options: :class:`vitjax.RolloutOptions` (default: mean fusion, no
+        discard, all layers, residual); its token layout is taken from the
+        model (class token, registers). Changing ``discard_ratio`` (between
+        positive values), ``start_layer`` or ``residual`` does not recompile.
       lean: fold the attention into the rollout inside the forward pass
         (memory per image independent of layers x heads); same results.
       keep_attention: also return ``attention [B, L, H, N, N]`` (two-step only).
 
     Returns:
-      dict of float32 arrays: ``logits [B, C]``; ``rollout [B, gh, gw]`` (joint
+      dict of float32 arrays: ``logits [B, C]`` (a model without head: its
+      features, see :func:`vitjax.forward`); ``rollout [B, gh, gw]`` (joint
       map); ``layer [B, L, gh, gw]`` (each layer's own map); ``cumulative
       [B, L, gh, gw]`` (joint map through layer l); ``heads [B, L, H, gh, gw]``
-      (raw class-token attention per head). Maps are divided by their max.
+      (raw class-token attention per head); ``token_norms [B, gh, gw]`` (L2
+      norm of each patch token's output of the last block, not normalised).
+      Maps are divided by their max.
 
     Raises:
-      ValueError: bad images or options.
+      ValueError: bad images, options not a RolloutOptions, ``start_layer``
+        beyond the model's layers, ``lean`` with ``keep_attention``.
     """
     check_images(model, images)
-    check_options(head_fusion=head_fusion, discard_ratio=discard_ratio, start_layer=start_layer,
-                  num_layers=model.config.num_layers)
+    options = RolloutOptions() if options is None else options
+    if not isinstance(options, RolloutOptions):
+        raise ValueError(f"options must be a vitjax.RolloutOptions, got {type(options).__name__}")
     if lean and keep_attention:
         raise ValueError("keep_attention=True needs the two-step path; it cannot be combined with lean=True")
-    c = model.config
-    step = RolloutStep(head_fusion, float(discard_ratio), int(start_layer), bool(residual),
-                       c.num_prefix_tokens, c.classifier == "token")
+    options = options.for_config(model.config)
+    dyn = dynamic_options(options, model.config.num_tokens)
     images = jnp.asarray(images)
     if lean:
-        return _maps_lean(model, params, images, step)
-    return _maps_two_step(model, params, images, step, bool(keep_attention))
+        return _maps_lean(model, params, images, dyn, options.static)
+    return _maps_two_step(model, params, images, dyn, options.static, bool(keep_attention))
 
 
 def attention_maps(model: ViT, params, images, *, method: str = "rollout", layer: Optional[int] = -1,
-                   lean: bool = False, **options):
+                   options: Optional[RolloutOptions] = None, lean: bool = False):
     """Attention maps of one kind, with the logits: ``(maps, logits [B, C])``.
 
     Args:
@@ -181,20 +201,20 @@ def attention_maps(model: ViT, params, images, *, method: str = "rollout", layer
         layer ``[B, L, gh, gw]``; "heads" -> per-head maps of ``layer``
         (last by default) ``[B, H, gh, gw]``.
       layer: which layer for "heads" (0-based, negative from the end).
+      options: :class:`vitjax.RolloutOptions`.
       lean: compute inside the forward pass (see :func:`compute_maps`).
-      **options: head_fusion, discard_ratio, start_layer, residual.
 
     Maps are float32 in [0, 1] (each divided by its max) on the model's grid;
-    lay them over a photo with :func:`vitjax.attention.upsample`.
+    lay them over a photo with :func:`vitjax.upsample`.
 
     Raises:
-      ValueError: unknown method or option, bad layer, bad images.
+      ValueError: unknown method, bad layer, bad images or options.
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
     L = model.config.num_layers
     if method == "heads" and not -L <= int(layer) < L:
         raise ValueError(f"layer must be in [{-L}, {L - 1}], got {layer!r}")
-    out = compute_maps(model, params, images, lean=lean, **options)
+    out = compute_maps(model, params, images, options, lean=lean)
     maps = out[method] if method != "heads" else out["heads"][:, int(layer)]
     return maps, out["logits"]

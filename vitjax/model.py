@@ -11,12 +11,22 @@ shape ``[B, H, N, N]`` (query rows, key columns; token 0 is the class token),
 and passes them through ``perturb("attention", ...)`` so ``jax.grad`` can reach
 them. Nothing is stored unless the ``intermediates`` collection is mutable.
 
-Shapes: B batch, N tokens (class token first), D width, H heads, L layers.
+Every dot product and convolution is computed with ``config.precision``
+(``Precision.HIGHEST`` unless ``matmul_precision`` says otherwise), whatever
+the global ``jax_default_matmul_precision`` is, so float32 means float32 on
+GPUs and TPUs too.
+
+The model knows nothing of attention maps: the memory-lean maps of
+:mod:`vitjax.maps` intercept the attention modules' calls from outside
+(``flax.linen.intercept_methods``).
+
+Shapes: B batch, N tokens (class token, registers, then patches), D width,
+H heads, L layers.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -25,16 +35,17 @@ from jax import lax
 
 from vitjax.config import ViTConfig
 
-__all__ = ["ViT", "Encoder", "Encoder1DBlock", "MultiHeadDotProductAttention", "MlpBlock"]
+__all__ = ["ViT", "Encoder", "Encoder1DBlock", "MultiHeadDotProductAttention", "MlpBlock", "LayerScale"]
 
 ATTENTION = "attention"  # name of the sown / perturbed attention probabilities
 FEATURES = "features"  # name of the sown class-token features before pre_logits
 
 Dtype = Any
+Precision = Any
 
 
-def _layer_norm(name: str, dtype: Dtype) -> nn.LayerNorm:
-    return nn.LayerNorm(epsilon=1e-6, dtype=dtype, use_fast_variance=False, name=name)
+def _layer_norm(name: str, dtype: Dtype, eps: float = 1e-6) -> nn.LayerNorm:
+    return nn.LayerNorm(epsilon=eps, dtype=dtype, use_fast_variance=False, name=name)
 
 
 class MultiHeadDotProductAttention(nn.Module):
@@ -43,10 +54,12 @@ class MultiHeadDotProductAttention(nn.Module):
     Parameters as in the checkpoints: ``query|key|value/kernel [D, H, D/H]``,
     ``.../bias [H, D/H]``, ``out/kernel [H, D/H, D]``, ``out/bias [D]``.
     Logits are computed as ``(q / sqrt(D/H)) . k`` and the softmax in float32.
+    Returns ``(out [B, N, D], probabilities [B, H, N, N] float32)``.
     """
 
     num_heads: int
     dtype: Dtype = jnp.float32
+    precision: Precision = lax.Precision.HIGHEST
 
     @nn.compact
     def __call__(self, x):  # x: [B, N, D]
@@ -54,20 +67,22 @@ class MultiHeadDotProductAttention(nn.Module):
         head_dim = d // self.num_heads
 
         def proj(name):
-            return nn.DenseGeneral((self.num_heads, head_dim), dtype=self.dtype, name=name)(x)
+            return nn.DenseGeneral((self.num_heads, head_dim), dtype=self.dtype, precision=self.precision,
+                                   name=name)(x)
 
         q, k, v = proj("query"), proj("key"), proj("value")  # [B, N, H, hd]
         q = q / jnp.sqrt(head_dim).astype(q.dtype)
-        logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
+        logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, precision=self.precision,
+                            preferred_element_type=jnp.float32)
         probs = jax.nn.softmax(logits, axis=-1)  # [B, H, N, N] float32
         probs = self.perturb(ATTENTION, probs)
         self.sow("intermediates", ATTENTION, probs)
         # reduce_precision to float32 is the identity on these float32 values; it keeps XLA:CPU from
         # fusing q.k -> softmax -> p.v into one YNNPACK subgraph that ran ~1.4x slower at B = 8
-        # (measured in scripts/benchmark.py, jax 0.10.2). Logits are bit-identical with and without it.
+        # (measured with the benchmark, jax 0.10.2). Logits are bit-identical with and without it.
         probs_v = lax.reduce_precision(probs, exponent_bits=8, mantissa_bits=23).astype(self.dtype)
-        out = jnp.einsum("bhqk,bkhd->bqhd", probs_v, v)
-        out = nn.DenseGeneral(d, axis=(-2, -1), dtype=self.dtype, name="out")(out)
+        out = jnp.einsum("bhqk,bkhd->bqhd", probs_v, v, precision=self.precision)
+        out = nn.DenseGeneral(d, axis=(-2, -1), dtype=self.dtype, precision=self.precision, name="out")(out)
         return out, probs
 
 
@@ -77,74 +92,79 @@ class MlpBlock(nn.Module):
     mlp_dim: int
     gelu_approximate: bool = True
     dtype: Dtype = jnp.float32
+    precision: Precision = lax.Precision.HIGHEST
 
     @nn.compact
     def __call__(self, x):
-        y = nn.Dense(self.mlp_dim, dtype=self.dtype, name="Dense_0")(x)
+        y = nn.Dense(self.mlp_dim, dtype=self.dtype, precision=self.precision, name="Dense_0")(x)
         y = nn.gelu(y, approximate=self.gelu_approximate)
-        return nn.Dense(x.shape[-1], dtype=self.dtype, name="Dense_1")(y)
+        return nn.Dense(x.shape[-1], dtype=self.dtype, precision=self.precision, name="Dense_1")(y)
 
 
-class Encoder1DBlock(nn.Module):
-    """Pre-LayerNorm block: ``x + MHA(LN_0(x))``, then ``x + MLP(LN_2(x))``.
+class LayerScale(nn.Module):
+    """Per-channel scale ``x * scale [D]`` (Touvron et al., CaiT, ICCV 2021; used by DINOv2)."""
 
-    Returns ``(x [B, N, D], attention probabilities [B, H, N, N] float32)``.
-    """
-
-    num_heads: int
-    mlp_dim: int
-    gelu_approximate: bool = True
     dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x):
-        y = _layer_norm("LayerNorm_0", self.dtype)(x)
+        scale = self.param("scale", nn.initializers.constant(1e-5), (x.shape[-1],))
+        return x * scale.astype(self.dtype)[None, None, :]
+
+
+class Encoder1DBlock(nn.Module):
+    """Pre-LayerNorm block: ``x + ls1(MHA(LN_0(x)))``, then ``x + ls2(MLP(LN_2(x)))``.
+
+    LayerScale (``ls1``, ``ls2``) only with ``config.layer_scale``.
+    Returns ``(x [B, N, D], attention probabilities [B, H, N, N] float32)``.
+    """
+
+    config: ViTConfig
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        c = self.config
+        y = _layer_norm("LayerNorm_0", self.dtype, c.layer_norm_eps)(x)
         y, probs = MultiHeadDotProductAttention(
-            self.num_heads, dtype=self.dtype, name="MultiHeadDotProductAttention_1"
+            c.num_heads, dtype=self.dtype, precision=c.precision, name="MultiHeadDotProductAttention_1"
         )(y)
+        if c.layer_scale:
+            y = LayerScale(self.dtype, name="ls1")(y)
         x = x + y
-        y = _layer_norm("LayerNorm_2", self.dtype)(x)
-        y = MlpBlock(self.mlp_dim, self.gelu_approximate, self.dtype, name="MlpBlock_3")(y)
+        y = _layer_norm("LayerNorm_2", self.dtype, c.layer_norm_eps)(x)
+        y = MlpBlock(c.mlp_dim, c.gelu_approximate, self.dtype, c.precision, name="MlpBlock_3")(y)
+        if c.layer_scale:
+            y = LayerScale(self.dtype, name="ls2")(y)
         return x + y, probs
 
 
 class Encoder(nn.Module):
-    """Position embedding, L blocks, final LayerNorm (``Transformer`` in the files).
+    """Position embedding, registers, L blocks, final LayerNorm (``Transformer`` in the files).
 
-    ``attention_step``, when given, is called after every block as
-    ``carry = attention_step(carry, probs [B, H, N, N], layer)``, starting from
-    ``carry=None``; the final carry is returned beside the encoded tokens. The
-    memory-lean attention maps use it to fold each layer's attention into a
-    running product as soon as the layer finishes, so the full ``[B, L, H, N, N]``
-    tensor never exists.
+    ``x`` is ``[B, P, D]``: the class token (if any) and the patch tokens; the
+    position embedding ``[1, P, D]`` is added to them, then the register tokens
+    ``[B, R, D]`` (if any) are inserted after the class token, with no position
+    (as Hugging Face ``Dinov2WithRegisters`` and timm do).
     """
 
-    num_layers: int
-    num_heads: int
-    mlp_dim: int
-    gelu_approximate: bool = True
+    config: ViTConfig
     dtype: Dtype = jnp.float32
-    attention_step: Optional[Callable] = None
 
     @nn.compact
-    def __call__(self, x):  # x: [B, N, D]
+    def __call__(self, x, registers=None):  # x: [B, P, D]
+        c = self.config
         x = AddPositionEmbs(name="posembed_input")(x)
-        carry = None
-        for layer in range(self.num_layers):
-            x, probs = Encoder1DBlock(
-                self.num_heads,
-                self.mlp_dim,
-                self.gelu_approximate,
-                self.dtype,
-                name=f"encoderblock_{layer}",
-            )(x)
-            if self.attention_step is not None:
-                carry = self.attention_step(carry, probs, layer)
-        return _layer_norm("encoder_norm", self.dtype)(x), carry
+        if registers is not None:
+            k = 1 if c.class_token else 0
+            x = jnp.concatenate([x[:, :k], registers.astype(x.dtype), x[:, k:]], axis=1)
+        for layer in range(c.num_layers):
+            x, _ = Encoder1DBlock(c, self.dtype, name=f"encoderblock_{layer}")(x)
+        return _layer_norm("encoder_norm", self.dtype, c.layer_norm_eps)(x)
 
 
 class AddPositionEmbs(nn.Module):
-    """Adds the learned ``pos_embedding [1, N, D]`` (class-token slot first)."""
+    """Adds the learned ``pos_embedding [1, P, D]`` (class-token slot first)."""
 
     @nn.compact
     def __call__(self, x):
@@ -176,11 +196,13 @@ class ResidualUnit(nn.Module):
     features: int
     strides: tuple = (1, 1)
     dtype: Dtype = jnp.float32
+    precision: Precision = lax.Precision.HIGHEST
 
     @nn.compact
     def __call__(self, x):
         def conv(f, k, s, name):
-            return StdConv(f, k, s, use_bias=False, padding="SAME", dtype=self.dtype, name=name)
+            return StdConv(f, k, s, use_bias=False, padding="SAME", dtype=self.dtype, precision=self.precision,
+                           name=name)
 
         residual = x
         if x.shape[-1] != self.features * 4 or tuple(self.strides) != (1, 1):
@@ -200,61 +222,67 @@ class ResNetStage(nn.Module):
     features: int
     first_stride: tuple = (1, 1)
     dtype: Dtype = jnp.float32
+    precision: Precision = lax.Precision.HIGHEST
 
     @nn.compact
     def __call__(self, x):
         for unit in range(self.units):
             stride = self.first_stride if unit == 0 else (1, 1)
-            x = ResidualUnit(self.features, stride, self.dtype, name=f"unit{unit + 1}")(x)
+            x = ResidualUnit(self.features, stride, self.dtype, self.precision, name=f"unit{unit + 1}")(x)
         return x
 
 
 class ViT(nn.Module):
     """Vision Transformer (and R50 hybrid) with class-token readout.
 
-    Call: ``logits = ViT(config).apply({"params": params}, images)`` with
-    ``images [B, H, W, 3]`` float in [-1, 1] at ``config.image_size``; logits
-    ``[B, num_classes]`` (the pre-logits features ``[B, D or representation_size]``
-    when ``num_classes`` is None). With ``mutable=["intermediates"]`` every
-    layer's attention ``[B, H, N, N]`` is sown, and the class-token features
-    before ``pre_logits`` (``[B, D]``) as ``intermediates/features``.
+    Call: ``out = ViT(config).apply({"params": params}, images)`` with
+    ``images [B, H, W, 3]`` float32, preprocessed as the family expects
+    (:func:`vitjax.preprocess`), at ``config.image_size``. ``out`` is
+    ``logits [B, num_classes]``; a model without ``head`` returns the
+    features instead: ``[B, representation_size]`` after ``pre_logits``, or
+    the class-token features after the final LayerNorm ``[B, D]`` (DINOv2).
+    With ``mutable=["intermediates"]`` every layer's attention
+    ``[B, H, N, N]`` is sown, and the class-token features after the final
+    LayerNorm (``[B, D]``) as ``intermediates/features``.
 
     ``dtype`` is the compute dtype (e.g. ``jnp.bfloat16``); parameters stay
-    float32 and the softmax is computed in float32.
+    float32 and the softmax is computed in float32. ``config.matmul_precision``
+    sets the precision of every dot product and convolution.
     """
 
     config: ViTConfig
     dtype: Dtype = jnp.float32
-    attention_step: Optional[Callable] = None
 
     @nn.compact
-    def __call__(self, images, *, return_carry: bool = False):
+    def __call__(self, images):
         c = self.config
+        hi = c.precision
         x = images.astype(self.dtype)
         if c.resnet_layers is not None:
             width = 64 * c.resnet_width
             x = StdConv(width, (7, 7), (2, 2), use_bias=False, padding="SAME",
-                        dtype=self.dtype, name="conv_root")(x)
+                        dtype=self.dtype, precision=hi, name="conv_root")(x)
             x = nn.relu(_group_norm("gn_root", self.dtype)(x))
             x = nn.max_pool(x, (3, 3), strides=(2, 2), padding="SAME")
             for stage, units in enumerate(c.resnet_layers):
                 stride = (1, 1) if stage == 0 else (2, 2)
-                x = ResNetStage(units, width * 2**stage, stride, self.dtype,
-                                name=f"block{stage + 1}")(x)
+                x = ResNetStage(units, width * 2**stage, stride, self.dtype, hi, name=f"block{stage + 1}")(x)
         x = nn.Conv(c.hidden_size, c.patch_size, c.patch_size, padding="VALID",
-                    dtype=self.dtype, name="embedding")(x)
+                    dtype=self.dtype, precision=hi, name="embedding")(x)
         b, gh, gw, d = x.shape
         x = x.reshape(b, gh * gw, d)  # [B, gh*gw, D]
-        if c.classifier == "token":
+        if c.class_token:
             cls = self.param("cls", nn.initializers.zeros, (1, 1, d))
             x = jnp.concatenate([jnp.broadcast_to(cls.astype(x.dtype), (b, 1, d)), x], axis=1)
-        x, carry = Encoder(c.num_layers, c.num_heads, c.mlp_dim, c.gelu_approximate,
-                           self.dtype, self.attention_step, name="Transformer")(x)
-        x = x[:, 0] if c.classifier == "token" else jnp.mean(x, axis=1)  # [B, D]
+        registers = None
+        if c.num_registers:
+            reg = self.param("reg", nn.initializers.zeros, (1, c.num_registers, d))
+            registers = jnp.broadcast_to(reg, (b, c.num_registers, d))
+        x = Encoder(c, self.dtype, name="Transformer")(x, registers)
+        x = x[:, 0] if c.class_token else jnp.mean(x[:, c.num_prefix_tokens:], axis=1)  # [B, D]
         self.sow("intermediates", FEATURES, x)
         if c.representation_size is not None:
-            x = jnp.tanh(nn.Dense(c.representation_size, dtype=self.dtype, name="pre_logits")(x))
+            x = jnp.tanh(nn.Dense(c.representation_size, dtype=self.dtype, precision=hi, name="pre_logits")(x))
         if c.num_classes:
-            x = nn.Dense(c.num_classes, dtype=self.dtype, name="head")(x)
-        x = x.astype(jnp.float32)
-        return (x, carry) if return_carry else x
+            x = nn.Dense(c.num_classes, dtype=self.dtype, precision=hi, name="head")(x)
+        return x.astype(jnp.float32)
