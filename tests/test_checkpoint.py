@@ -270,3 +270,84 @@ def test_load_npz_never_unpickles(tmp_path, monkeypatch):
     with pytest.raises(CheckpointError):
         load_npz(p)
     assert calls == []
+
+
+# --- training wrappers, corrupt values, zero heads, names (issue #13 faults 4-7) ----------------
+
+
+@pytest.mark.parametrize("prefix", ["opt/target/", "params/"])
+def test_training_wrappers_are_stripped(tmp_path, tiny_checkpoint, prefix):
+    flat = random_checkpoint(vitjax.get_config("testing"))
+    wrapped = {prefix + k: v for k, v in flat.items()}
+    wrapped["opt/state/step"] = np.zeros((), np.float32)  # optimizer state beside the model is dropped
+    model, params = vitjax.load_checkpoint(_write(tmp_path, wrapped))
+    _, ref = vitjax.load_checkpoint(_write(tmp_path, flat, "plain.npz"))
+    np.testing.assert_array_equal(np.asarray(params["cls"]), np.asarray(ref["cls"]))
+
+
+def test_unknown_wrapper_names_the_prefix_seen(tmp_path):
+    flat = {"model/" + k: v for k, v in random_checkpoint(vitjax.get_config("testing")).items()}
+    with pytest.raises(CheckpointError) as e:
+        vitjax.load_checkpoint(_write(tmp_path, flat))
+    _one_line(e, "ckpt.npz", "top-level names seen: model/", "opt/target/")
+
+
+@pytest.mark.parametrize("bad,what", [(np.nan, "NaN"), (np.inf, "NaN or inf")])
+def test_non_finite_arrays_are_refused(tmp_path, bad, what):
+    flat = random_checkpoint(vitjax.get_config("testing"))
+    key = "Transformer/encoderblock_0/MlpBlock_3/Dense_0/kernel"
+    flat[key] = np.full_like(flat[key], bad)
+    with pytest.raises(CheckpointError) as e:
+        vitjax.load_checkpoint(_write(tmp_path, flat))
+    _one_line(e, key, "non-finite", what)
+    flat[key][:] = 0
+    flat[key][3, 4] = bad  # one bad value is enough
+    with pytest.raises(CheckpointError, match="1 non-finite"):
+        vitjax.load_checkpoint(_write(tmp_path, flat, "one.npz"))
+
+
+def test_integer_arrays_are_refused(tmp_path):
+    flat = random_checkpoint(vitjax.get_config("testing"))
+    flat["cls"] = np.zeros(flat["cls"].shape, np.int32)
+    with pytest.raises(CheckpointError) as e:
+        vitjax.load_checkpoint(_write(tmp_path, flat))
+    _one_line(e, "'cls'", "int32", "floating point")
+
+
+def test_zero_head_loads_with_one_warning_naming_the_file(tmp_path, capsys):
+    from vitjax.checkpoint import head_is_zero
+
+    flat = random_checkpoint(vitjax.get_config("testing"))
+    flat["head/kernel"][:] = 0
+    flat["head/bias"][:] = 0
+    path = _write(tmp_path, flat, "i21k.npz")
+    model, params = vitjax.load_checkpoint(path)
+    assert head_is_zero(params)
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(path) in err and "no trained head" in err
+    vitjax.load_checkpoint(path)  # once per file
+    assert capsys.readouterr().err == ""
+    _, trained = vitjax.load_checkpoint(_write(tmp_path, random_checkpoint(vitjax.get_config("testing")), "ok.npz"))
+    assert not head_is_zero(trained)
+    assert capsys.readouterr().err == ""
+
+
+def test_known_name_resolves_in_the_library(tmp_path, monkeypatch):
+    monkeypatch.setenv("VITJAX_CHECKPOINT_DIR", str(tmp_path))
+    dest = tmp_path / "imagenet21k+imagenet2012" / "ViT-B_16-224.npz"
+    dest.parent.mkdir()
+    save_npz(random_checkpoint(vitjax.get_config("testing")), dest)  # already "downloaded": no network
+    model, _ = vitjax.load_checkpoint("ViT-B_16-224")
+    assert model.config.hidden_size == 10
+    with pytest.raises(CheckpointError) as e:
+        vitjax.load_checkpoint("ViT-Q_99")
+    _one_line(e, "ViT-Q_99", "no such file")
+
+
+def test_torch_pickles_are_refused_with_how_to_save_safetensors(tmp_path):
+    for name in ("model.bin", "model.pt", "model.pth"):
+        p = tmp_path / name
+        p.write_bytes(b"\x80\x02}q\x00.")
+        with pytest.raises(CheckpointError) as e:
+            vitjax.load_checkpoint(p)
+        _one_line(e, name, "never unpickles", "safetensors.torch.save_file")
