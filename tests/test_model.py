@@ -124,3 +124,65 @@ def test_bfloat16_compute_keeps_float32_probabilities(tiny_checkpoint):
     ref_model, _ = vitjax.load_checkpoint(tiny_checkpoint)
     ref_logits, _ = vitjax.forward(ref_model, params, x)
     assert np.abs(np.asarray(logits) - np.asarray(ref_logits)).max() > 0  # bfloat16 really was used
+
+
+def test_registers_follow_the_class_token_without_position():
+    """Token order [class, registers, patches]; the position embedding covers class + patches only."""
+    config = vitjax.get_config("testing", num_layers=1, num_registers=3, layer_scale=True)
+    model, variables, x = _init(config, batch=1)
+    p = variables["params"]
+    assert p["reg"].shape == (1, 3, 10)
+    assert p["Transformer"]["posembed_input"]["pos_embedding"].shape == (1, 1 + 14 * 14, 10)
+    assert p["Transformer"]["encoderblock_0"]["ls1"]["scale"].shape == (10,)
+    assert config.num_prefix_tokens == 4 and config.num_tokens == 4 + 196
+    seen = {}
+
+    def capture(next_fun, args, kwargs, context):
+        if isinstance(context.module, vitjax.model.Encoder1DBlock):
+            seen["x"] = args[0]
+        return next_fun(*args, **kwargs)
+
+    import flax.linen as nn
+
+    with nn.intercept_methods(capture):
+        model.apply(variables, x)
+    tokens = np.asarray(seen["x"][0])  # the first block's input [N, D]
+    pos = np.asarray(p["Transformer"]["posembed_input"]["pos_embedding"][0])
+    np.testing.assert_array_equal(tokens[1:4], np.asarray(p["reg"][0]))  # registers: no position added
+    np.testing.assert_allclose(tokens[0], np.asarray(p["cls"][0, 0]) + pos[0], rtol=0, atol=1e-7)
+    _, attention = vitjax.forward(model, p, x)
+    assert attention.shape == (1, 1, 2, 200, 200)
+    maps = vitjax.compute_maps(model, p, x)
+    assert maps["heads"].shape == (1, 1, 2, 14, 14) and maps["token_norms"].shape == (1, 14, 14)
+
+
+def test_layer_scale_multiplies_each_branch():
+    config = vitjax.get_config("testing", num_layers=1, layer_scale=True)
+    model, variables, x = _init(config, batch=1)
+    params = jax.tree_util.tree_map(lambda a: a, variables["params"])
+    block = params["Transformer"]["encoderblock_0"]
+    block["ls1"]["scale"] = jnp.zeros(10)
+    block["ls2"]["scale"] = jnp.zeros(10)
+    # both branches scaled to zero: the encoder output is LayerNorm(class token + its position)
+    out, state = model.apply({"params": params}, x, mutable=["intermediates"])
+    cls = params["cls"][0, 0] + params["Transformer"]["posembed_input"]["pos_embedding"][0, 0]
+    norm = params["Transformer"]["encoder_norm"]
+    mu, var = cls.mean(), ((cls - cls.mean()) ** 2).mean()
+    want = (cls - mu) / jnp.sqrt(var + 1e-6) * norm["scale"] + norm["bias"]
+    np.testing.assert_allclose(np.asarray(state["intermediates"]["features"][0][0]), np.asarray(want),
+                               atol=rounding_tol(float(jnp.abs(want).max()), steps=4, fan_in=10))
+    assert vitjax.get_config("ViT-S_16", layer_scale=True) != vitjax.get_config("ViT-S_16")
+
+
+def test_import_vitjax_loads_no_torch():
+    import subprocess
+    import sys
+
+    code = ("import pkgutil, importlib, sys, vitjax\n"
+            "for m in pkgutil.walk_packages(vitjax.__path__, 'vitjax.'):\n"
+            "    importlib.import_module(m.name)\n"
+            "bad = sorted(k for k in sys.modules if k.split('.')[0] in ('torch', 'timm', 'onnx', 'onnxruntime',"
+            " 'transformers', 'tests', 'reference'))\n"
+            "assert not bad, bad\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
