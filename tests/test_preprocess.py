@@ -22,6 +22,28 @@ pp = importlib.import_module("vitjax.preprocess")  # the module (vitjax.preproce
 
 EPS = float(np.finfo(np.float32).eps)
 
+# jax.image.resize against ours, when every scale factor is a power of two: jax's sample positions and
+# weights are then exact in float32. Each output mixes at most 4 input pixels (2 taps per axis); in whatever
+# order XLA contracts its one einsum, each term is a pixel times two weights (2 roundings) and the sum adds 3
+# roundings, all at magnitudes <= 255; our own float64 result is rounded once to float32: 12 roundings.
+EXACT_SCALE_TOL = 12 * 255 * EPS / 2
+
+
+def any_scale_tol(n_in: int) -> float:
+    """EXACT_SCALE_TOL plus jax's float32 sample positions at any scale.
+
+    jax computes scale = out / in (1 rounding), 1 / scale (1), (i + 0.5) * inv (1) and - 0.5 (1): a sample
+    position, of magnitude <= n_in, is off by <= 2 * n_in * EPS; |position - j| (1) and 1 - x (1) and the
+    weight-sum normalisation (2) add little: a linear weight is off by <= 4 * n_in * EPS. Two taps per axis,
+    two axes, pixels <= 255: 16 * n_in * 255 * EPS.
+    """
+    return 16 * n_in * 255 * EPS + EXACT_SCALE_TOL
+
+
+# Deep images (float, int32) whose pixel values equal an 8-bit photo's up to less than one float32 spacing at
+# 255: see test_float_tiff_is_taken_as_0_to_1.
+DEEP_TOL = 3 * EPS
+
 
 def google(pixels):
     """Google's normalisation in float32, as vit_jax/input_pipeline.py writes it."""
@@ -120,13 +142,14 @@ def test_float_tiff_is_taken_as_0_to_1(photo):
     assert img.mode == "F"
     got = vitjax.preprocess(saved(img, "TIFF"), (16, 24))
     want = vitjax.preprocess(gray, (16, 24))
-    # v / 255 rounded to float32 is off by <= (v / 255) * EPS / 2, i.e. <= 255 * EPS / 2 pixel units after * 255;
-    # / 127.5 -> EPS; the output's own float32 rounding adds EPS / 2 at magnitude 1.
-    np.testing.assert_allclose(got, want, rtol=0, atol=1.5 * EPS)
+    # v / 255 rounded to float32 is off by <= 255 * EPS / 2 pixel units after * 255: less than one float32
+    # spacing at [128, 256) (128 EPS), so the resized float32 pixels differ by <= 1 spacing: / 127.5 -> ~EPS;
+    # google() rounds twice at magnitude <= 1 on each side: 2 EPS. Total DEEP_TOL = 3 EPS.
+    np.testing.assert_allclose(got, want, rtol=0, atol=DEEP_TOL)
     assert got.mean() < -0.5
     # float arrays follow the same rule; values outside [0, 1] are clipped, not stretched
     np.testing.assert_allclose(vitjax.preprocess(photo / 255.0, (16, 24)), vitjax.preprocess(photo, (16, 24)),
-                               rtol=0, atol=1.5 * EPS)
+                               rtol=0, atol=DEEP_TOL)
     np.testing.assert_array_equal(vitjax.preprocess(np.full((4, 4), 2.0), 2), 1.0)
     np.testing.assert_array_equal(vitjax.preprocess(np.full((4, 4), -3.0), 2), -1.0)
 
@@ -139,9 +162,9 @@ def test_32bit_integer_tiff_uses_the_int32_range(photo):
     want = vitjax.preprocess(gray, (16, 24))
     for source in (saved(img, "TIFF"), img, gray.astype(np.int32) * step):
         got = vitjax.preprocess(source, (16, 24))
-        # scale error: 255 * (1 - 255 * step / (2**31 - 1)) = 1.5e-5 pixel units < 255 * EPS / 2;
-        # / 127.5 -> EPS, plus the output rounding EPS / 2
-        np.testing.assert_allclose(got, want, rtol=0, atol=1.5 * EPS)
+        # scale error: 255 * (1 - 255 * step / (2**31 - 1)) = 1.5e-5 pixel units < 255 * EPS / 2: as for float
+        # TIFFs, the resized float32 pixels differ by <= one spacing, so DEEP_TOL
+        np.testing.assert_allclose(got, want, rtol=0, atol=DEEP_TOL)
     # negative values of a signed image are black, not the bottom of a stretch
     neg = np.full((4, 4), -(2**31), np.int32)
     neg[0, 0] = 2**31 - 1
@@ -187,25 +210,18 @@ def test_google_resize_by_hand():
 
 @pytest.mark.parametrize("src, dst", [((64, 48), (16, 96)), ((32, 32), (8, 8)), ((24, 40), (48, 20))])
 def test_google_resize_equals_jax_on_exact_scales(rng, src, dst):
-    # Scale factors are powers of two here, so jax's sample positions and weights are exact in float32;
-    # what is left is rounding in the weighted sums (2 products + 1 add per axis, 2 axes, plus the final
-    # float32 rounding): at most 7 roundings of values <= 255, i.e. 7 * 255 * EPS / 2.
     x = rng.uniform(0, 255, src + (3,)).astype(np.float32)
     ours = pp.resize_bilinear(x, dst)
     ref = np.asarray(jax.image.resize(jnp.asarray(x), dst + (3,), "bilinear", antialias=False))
-    np.testing.assert_allclose(ours, ref, rtol=0, atol=7 * 255 * EPS / 2)
+    np.testing.assert_allclose(ours, ref, rtol=0, atol=EXACT_SCALE_TOL)
 
 
 @pytest.mark.parametrize("src, dst", [((37, 53), (16, 24)), ((37, 53), (80, 100)), ((50, 7), (3, 29))])
 def test_google_resize_equals_jax_on_any_scale(rng, src, dst):
-    # jax computes sample positions in float32: (i + 0.5) / scale - 0.5 with scale = out / in rounded, so a
-    # position (and so a linear weight) is off by up to ~4 roundings at magnitude n_in: 4 * n_in * EPS / 2.
-    # Two taps per axis on values <= 255, two axes: 2 * 2 * 255 * (2 * n_in * EPS), plus the exact-scale
-    # rounding budget above.
     x = rng.uniform(0, 255, src + (3,)).astype(np.float32)
     ours = pp.resize_bilinear(x, dst)
     ref = np.asarray(jax.image.resize(jnp.asarray(x), dst + (3,), "bilinear", antialias=False))
-    tol = 4 * 255 * 2 * max(src) * EPS + 7 * 255 * EPS / 2
+    tol = any_scale_tol(max(src))
     np.testing.assert_allclose(ours, ref, rtol=0, atol=tol)
     # the test can tell resizes apart: PIL's antialiased bilinear is far outside that tolerance when shrinking
     if dst[0] < src[0]:
@@ -217,8 +233,8 @@ def test_google_resize_equals_jax_on_any_scale(rng, src, dst):
 def test_preprocess_default_is_google_then_normalise(photo):
     got = vitjax.preprocess(photo, (16, 24))
     ref = google(jax.image.resize(jnp.asarray(photo, jnp.float32), (16, 24, 3), "bilinear", antialias=False))
-    # resize tolerance as in test_google_resize_equals_jax_on_any_scale, divided by 127.5, plus one rounding
-    tol = (4 * 255 * 2 * 53 * EPS + 7 * 255 * EPS / 2) / 127.5 + EPS / 2
+    # the resize tolerance / 127.5, plus google()'s two roundings on each side at magnitude <= 1
+    tol = any_scale_tol(53) / 127.5 + 2 * EPS
     np.testing.assert_allclose(got, ref, rtol=0, atol=tol)
     # both sides: float64 resize -> float32 -> google() in float32; identical arithmetic
     np.testing.assert_array_equal(got, google(pp.resize_bilinear(photo, (16, 24))))
@@ -246,10 +262,12 @@ def test_config_gives_size_mean_and_std(photo):
     got = vitjax.preprocess(photo, cfg)
     pixels = pp.resize_bilinear(photo, (16, 24))
     want = (pixels / 255.0 - np.array(imagenet[0])) / np.array(imagenet[1])
-    # float32: x - 255 m (<= 255: 255 EPS / 2 each for x, 255 m and the difference), / 255 s (s >= 0.224:
-    # relative EPS / 2 on the divisor, EPS / 2 on the quotient) -> |err| <= (1.5 * 255 EPS) / (255 * 0.224)
-    # + 2 * 2.3 * EPS / 2 with |result| <= 2.3
-    np.testing.assert_allclose(got, want, rtol=0, atol=1.5 * EPS / 0.224 + 2.3 * EPS)
+    # float32: 255 m (1 rounding) and x - 255 m (1), at magnitudes <= 255: <= 255 EPS; divided by 255 s with
+    # s >= 0.224 -> EPS / 0.224. 255 s (1) and the quotient (1) add EPS relative to |result|, which is at most
+    # max|(0 or 1 - m) / s| over the channels.
+    m, sd = np.array(imagenet[0]), np.array(imagenet[1])
+    big = max((m / sd).max(), ((1 - m) / sd).max())
+    np.testing.assert_allclose(got, want, rtol=0, atol=EPS / 0.224 + big * EPS)
     assert got.shape == (16, 24, 3)
     # explicit mean / std override the config's; a scalar means all three channels
     np.testing.assert_array_equal(vitjax.preprocess(photo, cfg, mean=0.5, std=0.5), google(pixels))
