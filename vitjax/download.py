@@ -147,7 +147,7 @@ def _canonical(name: str, what: str) -> str:
             for s in sets:  # preferred sets, then any other set of a patched table
                 if norm(f"{s}/{key}") in known:
                     return known[norm(f"{s}/{key}")]
-    candidates = set(KNOWN_CHECKPOINTS) | {k.rsplit("/", 1)[-1] for k in KNOWN_CHECKPOINTS}
+    candidates = set(KNOWN_CHECKPOINTS) | {k.rsplit("/", 1)[-1] for k in KNOWN_CHECKPOINTS} | set(EXPORTED_CHECKPOINTS)
     close = difflib.get_close_matches(key, sorted(candidates), n=3, cutoff=0.75)
     hint = f" (did you mean {', '.join(close)}?)" if close else ""
     raise DownloadError(f"{name!r} {what}{hint}; {_LIST_HINT}")
