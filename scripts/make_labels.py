@@ -7,8 +7,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from vitjax.labels import build_label_files, timm_info_dir
 from vitjax.io import write_atomic
+from vitjax.labels import build_label_files, timm_info_dir
 
 OUT = Path(__file__).resolve().parents[1] / "vitjax" / "data"
 

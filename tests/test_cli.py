@@ -15,13 +15,13 @@ import pytest
 from PIL import Image
 
 import vitjax
+import vitjax.checkpoint
 from vitjax import cli
-from vitjax.mapsio import load_maps
-from vitjax.plotting import SUMMARY_FIGSIZE, grid_figsize
+from vitjax.io import load_maps
+from vitjax.plotting import grid_figsize, summary_figsize
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "data" / "caltech101-samples"
-SUMMARY_PX = (int(SUMMARY_FIGSIZE[0] * 100), int(SUMMARY_FIGSIZE[1] * 100))  # 1600 x 550 at the default 100 dpi
 TOPK_LINE = re.compile(r"^\s+\d+\. \d\.\d{4}  \S")
 
 
@@ -79,40 +79,46 @@ def test_bundled_photo_figures_topk_and_maps(tiny_checkpoint, tmp_path, capsys):
         "001-grace_hopper.png", "grid-cumulative-01.png", "maps.msgpack", "predictions.tsv"]
     assert not list(run_dir.glob(".*"))  # no temporary files left behind
 
-    # the per-image figure: 16 x 5.5 inches at 100 dpi
-    assert png_size(run_dir / "001-grace_hopper.png") == SUMMARY_PX == (1600, 550)
-    # the grid: 1 row (portrait 600x512 -> cells 1.5 x 1.75 in), 2 columns (original + 1 layer)
-    assert grid_figsize(1, 2, 600 / 512) == (7.0, 2.75)
-    assert png_size(run_dir / "grid-cumulative-01.png") == (700, 275)
+    # the per-image figure: 16 inches wide; the portrait photo (512 x 600) makes it 6.75 inches high
+    assert summary_figsize(600 / 512) == (16.0, 6.75)
+    assert png_size(run_dir / "001-grace_hopper.png") == (1600, 675)
+    # the grid: 1 row (cell 1.5 x 1.75 in), 2 columns (original + 1 layer), a provenance footer
+    assert grid_figsize(1, 2, 600 / 512, footer=True) == (7.0, 3.25)
+    assert png_size(run_dir / "grid-cumulative-01.png") == (700, 325)
 
     lines = stdout.splitlines()
     assert lines[0] == "grace_hopper.jpg"
     topk = [line for line in lines if TOPK_LINE.match(line)]
     assert len(topk) == 5
+    assert lines[-2] == f"maps: {run_dir / 'maps.msgpack'} (read with vitjax.io.load_maps)"  # names its file
     assert lines[-1] == f"wrote 2 figure(s) for 1 image(s) to {run_dir}{os.sep}"
     assert "checkpoint:" in stderr and "devices:" in stderr  # information lines go to stderr
+    assert "images: 1 processed, 0 skipped" in stderr
 
     # the saved maps equal a direct computation and carry their metadata
     saved = load_maps(run_dir / "maps.msgpack")
     arrays, meta = saved["arrays"], saved["metadata"]
     model, params = vitjax.load_checkpoint(tiny_checkpoint)
     photo = matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)
-    ref = vitjax.compute_maps(model, params, vitjax.preprocess(photo, model.config.image_size)[None])
-    for key in ("rollout", "layer", "cumulative"):
-        np.testing.assert_allclose(arrays[key], np.asarray(ref[key]), atol=1e-5)
-    np.testing.assert_allclose(arrays["heads"], np.asarray(ref["heads"])[:, -1], atol=1e-5)
+    ref = vitjax.compute_maps(model, params, vitjax.preprocess(photo, model.config)[None])
+    # the same compiled program (batch of 1, same options) on the same input: bit for bit
+    for key in ("rollout", "layer", "cumulative", "token_norms"):
+        np.testing.assert_array_equal(arrays[key], np.asarray(ref[key]))
+    np.testing.assert_array_equal(arrays["heads"], np.asarray(ref["heads"])[:, -1])
     assert arrays["rollout"].shape == (1, 14, 14) and arrays["rollout"].dtype == np.float32
     assert arrays["topk_indices"].shape == (1, 5) and arrays["topk_indices"].dtype == np.int32
     probs = np.exp(np.asarray(ref["logits"], np.float64))
     probs /= probs.sum(-1, keepdims=True)
     np.testing.assert_array_equal(arrays["topk_indices"][0], np.argsort(-probs[0])[:5])
-    np.testing.assert_allclose(arrays["topk_probs"][0], np.sort(probs[0])[::-1][:5], rtol=1e-5)
+    # float64 softmax of the same logits, stored as float32: one rounding, 2^-24 relative
+    np.testing.assert_allclose(arrays["topk_probs"][0], np.sort(probs[0])[::-1][:5], rtol=2**-23)
     assert meta["images"] == [os.path.abspath(photo)]
     assert meta["original_sizes"] == [[600, 512]]
     assert meta["grid"] == [14, 14] and meta["method"] == "cumulative"
     assert meta["checkpoint"] == str(tiny_checkpoint)
     assert meta["checkpoint_sha256"] == hashlib.sha256(Path(tiny_checkpoint).read_bytes()).hexdigest()
-    assert meta["options"]["head_fusion"] == "mean" and meta["options"]["discard_ratio"] == 0.0
+    assert meta["options"] == vitjax.RolloutOptions().for_config(model.config).to_dict()
+    assert meta["precision"] == "float32" and meta["head"] == "trained"
     assert len(meta["topk_labels"][0]) == 5 and all(isinstance(s, str) for s in meta["topk_labels"][0])
 
     tsv = (run_dir / "predictions.tsv").read_text().splitlines()
@@ -120,8 +126,63 @@ def test_bundled_photo_figures_topk_and_maps(tiny_checkpoint, tmp_path, capsys):
     assert len(tsv) == 6
 
 
+def record_figures(monkeypatch):
+    """Every figure a run saves, as (file name, all its texts), without changing what is written."""
+    from vitjax import plotting
+
+    seen = []
+    save = plotting.save_figure
+
+    def spy(fig, path, **kw):
+        words = [t.get_text() for t in fig.texts]
+        for ax in fig.axes:
+            words += [ax.get_title(), ax.get_xlabel(), ax.get_ylabel()] + [t.get_text() for t in ax.texts]
+            words += [t.get_text() for t in ax.get_yticklabels()]
+        seen.append((Path(path).name, "\n".join(words)))
+        return save(fig, path, **kw)
+
+    monkeypatch.setattr(plotting, "save_figure", spy)
+    return seen
+
+
+def test_precision_and_rollout_options_reach_every_figure_and_the_maps(tiny_checkpoint, tmp_path, capsys,
+                                                                        monkeypatch):
+    figures = record_figures(monkeypatch)
+    calls = []
+    load = vitjax.checkpoint.load_checkpoint
+    monkeypatch.setattr(vitjax.checkpoint, "load_checkpoint",
+                        lambda *a, **kw: calls.append(kw["matmul_precision"]) or load(*a, **kw))
+    code, stdout, stderr = run(base(tiny_checkpoint, tmp_path) + [
+        "--precision", "bfloat16", "--head-fusion", "max", "--discard-ratio", "0.5", "--start-layer", "1",
+        "--method", "layer", "--save-maps"], capsys)
+    assert code == 0, stderr
+    assert calls == ["bfloat16"]  # the model itself computes in that mode
+    names = sorted(name for name, _ in figures)
+    assert names == ["001-grace_hopper.png", "grid-layer-01.png"]
+    sha = hashlib.sha256(Path(tiny_checkpoint).read_bytes()).hexdigest()[:12]
+    for _, text in figures:
+        flat = " ".join(text.split())
+        assert f"{Path(tiny_checkpoint).name} (sha256 {sha})" in flat
+        assert "head fusion max, discard ratio 0.5, start layer 1, residual" in flat and "precision bfloat16" in flat
+    (run_dir,) = run_dirs(tmp_path)
+    meta = load_maps(run_dir / "maps.msgpack")["metadata"]
+    assert meta["precision"] == "bfloat16"
+    assert meta["options"] == dict(head_fusion="max", discard_ratio=0.5, start_layer=1, residual=True,
+                                   num_prefix_tokens=1, class_token=True)
+
+
+def test_head_fusion_is_validated_once_by_rollout_options(tiny_checkpoint, tmp_path, capsys):
+    with pytest.raises(ValueError) as expected:
+        vitjax.RolloutOptions(head_fusion="avg")
+    code, stdout, stderr = run(base(tiny_checkpoint, tmp_path / "out") + ["--head-fusion", "avg"], capsys)
+    assert code == 2 and stdout == ""
+    assert one_line_error(stderr) == f"visualize.py: error: --head-fusion: {expected.value} (see visualize.py --help)"
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.skipif(not SAMPLES.is_dir(), reason="shared Caltech101 samples not present")
-def test_folder_of_real_photos_in_batches(tiny_checkpoint, tmp_path, capsys):
+def test_folder_of_real_photos_in_batches(tiny_checkpoint, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)  # the progress bar is drawn on terminals only
     out = tmp_path / "out"
     code, stdout, stderr = run(base(tiny_checkpoint, out) + [
         "--images", SAMPLES, "--per-class", 1, "--seed", 3, "--batch-size", 2, "--method", "layer",
@@ -132,23 +193,24 @@ def test_folder_of_real_photos_in_batches(tiny_checkpoint, tmp_path, capsys):
     assert len(summaries) == 5  # one per class
     classes = sorted(p.name for p in SAMPLES.iterdir() if p.is_dir())
     assert [re.sub(r"^\d+-|_image_\d+\.png$", "", p.name) for p in summaries] == classes
-    for p in summaries:
-        assert png_size(p) == (1600, 550)
-    # 5 rows, 2 columns (original + 1 layer); cell height from the photos' median aspect
-    width, height = grid_figsize(5, 2, _median_aspect(run_dir))
-    assert width == 7.0
-    assert png_size(run_dir / "grid-layer-01.png") == (700, int(height * 100))
+    aspects = _aspects(run_dir)
+    for p, aspect in zip(summaries, aspects, strict=True):
+        assert png_size(p) == tuple(int(v * 100) for v in summary_figsize(aspect))
+    # 5 rows, each as high as its photo; 2 columns (original + 1 layer)
+    width, height = grid_figsize(5, 2, aspects, footer=True)
+    assert png_size(run_dir / "grid-layer-01.png") == (int(width * 100), int(height * 100))
     assert sum(1 for line in stdout.splitlines() if TOPK_LINE.match(line)) == 25
     assert "100%" in stderr  # progress bar on a multi-batch run
     assert len((run_dir / "predictions.tsv").read_text().splitlines()) == 1 + 25
 
 
-def _median_aspect(run_dir: Path) -> float:
+def _aspects(run_dir: Path):
+    """h / w of each processed photo, in the order of predictions.tsv."""
     aspects = []
     for line in (run_dir / "predictions.tsv").read_text().splitlines()[1::5]:
         with Image.open(line.split("\t")[0]) as im:
             aspects.append(im.height / im.width)
-    return float(np.median(aspects))
+    return aspects
 
 
 def make_caltech(root: Path) -> Path:
@@ -176,9 +238,13 @@ def test_caltech101_tree_per_class_heads(tiny_checkpoint, tmp_path, capsys):
     assert stdout.count("(true class: Faces)") == 2 and stdout.count("(true class: accordion)") == 2
     assert "BACKGROUND_Google" not in stdout
     assert sum(1 for line in stdout.splitlines() if TOPK_LINE.match(line)) == 4 * 3
-    # 3 rows then 1 row; 3 columns (original + 2 heads): 1.5 + 3 * 1.5 + 2 * 0.0625 + 1.0 -> 7.25 inches
-    assert grid_figsize(1, 3, 1.0) == (7.25, 2.5)
-    assert png_size(run_dir / "grid-heads-layer1-02.png") == (725, 250)
+    # 3 rows then 1 row; 3 columns (original + 2 heads); the last page's row is as high as its photo makes it
+    fourth = [line.split("  (true class")[0] for line in stdout.splitlines() if "true class" in line][3]
+    with Image.open(root / "101_ObjectCategories" / fourth) as im:  # e.g. Faces/image_0002.jpg
+        aspect = im.height / im.width
+    width, height = grid_figsize(1, 3, aspect, footer=True)
+    assert width == 7.25  # 1.5 + 3 * 1.5 + 2 * 0.0625 + 1.0
+    assert png_size(run_dir / "grid-heads-layer1-02.png") == (725, int(height * 100))
     # the same seed picks the same images
     code, stdout2, _ = run(args + ["--no-summary", "--no-grid"], capsys)
     assert code == 0 and [s for s in stdout2.splitlines() if "true class" in s] == [
@@ -200,15 +266,70 @@ def test_custom_head_shows_class_indices_or_label_file(make_checkpoint, tmp_path
     assert code == 2 and "1000 names but the model has 10 classes" in one_line_error(stderr)
 
 
-def test_model_without_head(make_checkpoint, tmp_path, capsys):
+def test_model_without_head_shows_its_heads(make_checkpoint, tmp_path, capsys, monkeypatch):
+    figures = record_figures(monkeypatch)
     ckpt = make_checkpoint("testing", num_classes=None)
-    code, stdout, stderr = run(base(ckpt, tmp_path) + ["--save-maps", "--method", "rollout"], capsys)
+    code, stdout, stderr = run(base(ckpt, tmp_path) + ["--save-maps", "--method", "heads"], capsys)
     assert code == 0, stderr
-    assert "no classification head" in stdout
+    assert "no classification head" in stdout and not any(TOPK_LINE.match(line) for line in stdout.splitlines())
     (run_dir,) = run_dirs(tmp_path)
-    assert (run_dir / "grid-rollout-01.png").is_file()
-    maps = load_maps(run_dir / "maps.msgpack")["arrays"]
-    assert maps["topk_indices"].shape == (1, 0) and maps["rollout"].shape == (1, 14, 14)
+    assert sorted(p.name for p in run_dir.glob("*.png")) == ["001-grace_hopper.png", "grid-heads-layer1-01.png"]
+    summary = dict(figures)["001-grace_hopper.png"]
+    assert "head 1" in summary and "head 2" in summary  # DINO-style per-head maps instead of predictions
+    assert "layer 1 of 1: each head's class-token attention" in summary and "top-" not in summary
+    maps = load_maps(run_dir / "maps.msgpack")
+    assert maps["arrays"]["topk_indices"].shape == (1, 0) and maps["arrays"]["rollout"].shape == (1, 14, 14)
+    assert maps["metadata"]["head"] == "none"
+    tsv = (run_dir / "predictions.tsv").read_text().splitlines()
+    assert len(tsv) == 2 and tsv[1].split("\t")[2:] == ["", "", "no classification head (the model outputs features)",
+                                                        ""]
+
+
+def test_zero_head_says_no_trained_head_instead_of_predicting(tmp_path, capsys, monkeypatch):
+    from vitjax.config import get_config
+    from vitjax.synthetic import random_checkpoint, save_npz
+
+    flat = random_checkpoint(get_config("testing"), seed=3)
+    flat["head/kernel"][:] = 0.0  # Google's ImageNet-21k files ship such a head
+    flat["head/bias"][:] = 0.0
+    ckpt = save_npz(flat, tmp_path / "zero-head.npz")
+    figures = record_figures(monkeypatch)
+    code, stdout, stderr = run(base(ckpt, tmp_path / "out") + ["--save-maps"], capsys)
+    assert code == 0, stderr
+    # before: every photo was "organism, being (0.001)" (a uniform softmax over 1000 classes)
+    assert not any(TOPK_LINE.match(line) for line in stdout.splitlines())
+    assert "no trained head (the classifier weights are all zero): no predictions" in stdout
+    for name, text in figures:
+        assert "no trained head" in text and "top-5" not in text and "0.001" not in text, name
+    (run_dir,) = run_dirs(tmp_path / "out")
+    tsv = (run_dir / "predictions.tsv").read_text().splitlines()
+    assert [row.split("\t")[2:] for row in tsv[1:]] == [["", "", "no trained head (the classifier weights are all "
+                                                                "zero)", ""]]
+    maps = load_maps(run_dir / "maps.msgpack")
+    assert maps["metadata"]["head"] == "no trained head" and maps["arrays"]["topk_probs"].shape == (1, 0)
+    assert maps["arrays"]["rollout"].max() == 1.0  # the maps are still drawn (each divided by its maximum)
+
+
+def test_high_norm_tokens_are_flagged_and_drawn(tmp_path, capsys, monkeypatch):
+    from vitjax.config import get_config
+    from vitjax.synthetic import random_checkpoint, save_npz
+    from vitjax.visualize import OUTLIER_RATIO
+
+    flat = random_checkpoint(get_config("testing", num_classes=None), seed=4)
+    flat["Transformer/posembed_input/pos_embedding"][0, 1 + 3 * 14 + 5] = 100.0  # patch (3, 5): a huge residual
+    ckpt = save_npz(flat, tmp_path / "artifact.npz")
+    figures = record_figures(monkeypatch)
+    code, stdout, stderr = run(base(ckpt, tmp_path / "out") + ["--save-maps", "--method", "rollout"], capsys)
+    assert code == 0, stderr
+    (run_dir,) = run_dirs(tmp_path / "out")
+    saved = load_maps(run_dir / "maps.msgpack")
+    norms = saved["arrays"]["token_norms"][0]
+    assert np.unravel_index(np.argmax(norms), norms.shape) == (3, 5)
+    assert norms[3, 5] > OUTLIER_RATIO * np.median(norms)
+    assert saved["metadata"]["outlier_counts"] == [1] and saved["metadata"]["outlier_ratio"] == OUTLIER_RATIO
+    for name, text in figures:  # the summary says it under the map; the grid outlines it
+        if name.startswith("001"):
+            assert f"1 high-norm token (\u25a1, norm > {OUTLIER_RATIO:g}\u00d7 median)" in text
 
 
 # --------------------------------------------------------------------------- errors
@@ -265,28 +386,58 @@ def test_options_checked_against_the_model(tiny_checkpoint, tmp_path, capsys):
     assert code == 2 and "--ckpt" in stderr
 
 
-def test_unreadable_image_is_skipped_and_listed(tiny_checkpoint, tmp_path, capsys):
+def test_unreadable_images_are_skipped_counted_and_listed_once(tiny_checkpoint, tmp_path, capsys):
     photos = tmp_path / "photos"
     write_jpeg(photos / "a.jpg", (64, 48), seed=1)
     (photos / "b.jpg").write_bytes(b"this is not a jpeg")
-    write_jpeg(photos / "c.jpg", (48, 64), seed=2)
+    (photos / "c.jpg").write_bytes(b"nor is this")
+    write_jpeg(photos / "d.jpg", (48, 64), seed=2)
+    write_jpeg(photos / "e.jpg", (50, 50), seed=3)
     out = tmp_path / "out"
     code, stdout, stderr = run(base(tiny_checkpoint, out) + ["--images", photos, "--batch-size", 2], capsys)
     assert code == 0, stderr
     (run_dir,) = run_dirs(out)
-    assert sorted(p.name for p in run_dir.glob("0*.png")) == ["001-a.png", "003-c.png"]
-    assert "a.jpg" in stdout and "c.jpg" in stdout and "b.jpg" not in stdout
+    # numbered as processed: 001, 002, 003 (they were 001, 004, 005)
+    assert sorted(p.name for p in run_dir.glob("0*.png")) == ["001-a.png", "002-d.png", "003-e.png"]
+    assert "a.jpg" in stdout and "d.jpg" in stdout and "b.jpg" not in stdout
     warnings = [line for line in stderr.splitlines() if "b.jpg" in line]
-    assert warnings[0].startswith("warning: skipped") and "cannot read image" in warnings[0]
-    assert "1 of 3 image(s) skipped" in stderr
-    assert stderr.splitlines()[-1].strip().startswith(str(photos / "b.jpg"))  # listed at the end
-    assert stdout.splitlines()[-1].startswith("wrote 3 figure(s) for 2 image(s)")
+    assert warnings[0].startswith(f"warning: skipped {photos / 'b.jpg'}: cannot read image")
+    assert "images: 5 found" in stderr and "images: 3 processed, 2 skipped" in stderr
+    assert "2 of 5 image(s) skipped" in stderr
+    listed = stderr.splitlines()[-3:-1]
+    assert [line.split(": ", 1)[0].strip() for line in listed] == [str(photos / "b.jpg"), str(photos / "c.jpg")]
+    for line, name in zip(listed, ("b.jpg", "c.jpg"), strict=True):
+        assert line.count(name) == 1, line  # the path once, not "b.jpg: b.jpg: cannot read..."
+    assert stdout.splitlines()[-1].startswith("wrote 4 figure(s) for 3 image(s)")
     # --strict turns a skip into a failure; all images unreadable is a failure that leaves nothing behind
     code, _, _ = run(base(tiny_checkpoint, out) + ["--images", photos, "--strict", "--no-summary", "--no-grid"], capsys)
     assert code == 1
     code, _, stderr = run(base(tiny_checkpoint, tmp_path / "bad") + ["--images", photos / "b.jpg"], capsys)
     assert code == 1 and "no image could be processed" in stderr
     assert list((tmp_path / "bad").iterdir()) == []
+
+
+def test_progress_never_mixes_with_predictions_in_a_file(tiny_checkpoint, tmp_path):
+    """``visualize.py ... > log 2>&1``: whole lines in order, no progress-bar fragments."""
+    photos = tmp_path / "photos"
+    for i in range(3):
+        write_jpeg(photos / f"p{i}.jpg", (40 + 8 * i, 40), seed=i)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+    log = tmp_path / "log.txt"
+    with open(log, "wb") as f:
+        done = subprocess.run([sys.executable, str(REPO / "scripts" / "visualize.py"), "--ckpt", str(tiny_checkpoint),
+                               "--images", str(photos), "--batch-size", "1", "--no-summary", "--no-grid",
+                               "--no-compile-cache", "--out", str(tmp_path / "out")],
+                              cwd=tmp_path, env=env, stdout=f, stderr=subprocess.STDOUT, timeout=300)
+    text = log.read_text()
+    assert done.returncode == 0, text
+    assert "\r" not in text and "it/s" not in text and "image/s" not in text  # before: "\r 33%|###..." fragments
+    lines = text.splitlines()
+    starts = [i for i, line in enumerate(lines) if re.fullmatch(r"p\d\.jpg", line)]
+    assert [lines[i] for i in starts] == ["p0.jpg", "p1.jpg", "p2.jpg"]
+    for i in starts:  # each image's five predictions follow it, whole and in order
+        assert all(TOPK_LINE.match(line) for line in lines[i + 1:i + 6])
+    assert lines[-1].startswith("wrote 0 figure(s) for 3 image(s)")  # stdout flushed in order with stderr
 
 
 def test_second_run_never_overwrites(tiny_checkpoint, tmp_path, capsys):

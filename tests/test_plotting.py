@@ -11,7 +11,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 import vitjax
-from vitjax import plotting
+from vitjax import drawing, plotting
 
 
 def png(fig):
@@ -30,6 +30,8 @@ def test_upsample_map_matches_vitjax_upsample(rng, shape, size):
     maps = rng.random(shape).astype(np.float32)
     ours = plotting.upsample_map(maps, size)
     assert ours.shape == shape[:-2] + size and ours.dtype == np.float32
+    # values in [0, 1]; each output sums 2 x 2 products with float32-rounded weights in both codes:
+    # a few float32 ulps of 1 (2^-24 ~ 6e-8 each) per side, far below 2e-6
     np.testing.assert_allclose(ours, np.asarray(vitjax.upsample(maps, size)), atol=2e-6)
 
 
@@ -46,7 +48,7 @@ def test_overlay_mask_is_photo_times_map_at_the_photo_size(photo, rng):
     assert out.shape == photo.shape and out.dtype == np.uint8
     up = plotting.upsample_map(m, photo.shape[:2])
     expected = photo.astype(np.float64) * up[..., None]
-    assert np.abs(out.astype(np.float64) - expected).max() <= 0.51
+    assert np.abs(out.astype(np.float64) - expected).max() <= 0.51  # rounding to uint8 (0.5) + float32 (255 * 1e-7)
 
 
 def test_overlay_heatmap_blends_the_colour_map(photo, rng):
@@ -65,35 +67,137 @@ def test_overlay_heatmap_blends_the_colour_map(photo, rng):
         plotting.overlay(photo, m, alpha=2)
 
 
+def texts(fig):
+    """Every text drawn in a figure: figure texts, axes titles and tick labels, colour bar labels."""
+    out = [t.get_text() for t in fig.texts]
+    for ax in fig.axes:
+        out += [ax.get_title(), ax.get_xlabel(), ax.get_ylabel()] + [t.get_text() for t in ax.texts]
+        out += [t.get_text() for t in ax.get_yticklabels()]
+    return out
+
+
+FOOTER = plotting.provenance("ViT-B_16-224.npz", vitjax.RolloutOptions(head_fusion="max", discard_ratio=0.9,
+                                                                        start_layer=1), "bfloat16",
+                             sha256="0123456789abcdef" * 4)
+
+
+def test_provenance_names_checkpoint_options_and_precision():
+    assert FOOTER == ("ViT-B_16-224.npz (sha256 0123456789ab) \u00b7 rollout: head fusion max, discard ratio 0.9, "
+                      "start layer 1, residual \u00b7 precision bfloat16")
+    no_res = plotting.provenance("x.npz", vitjax.RolloutOptions(residual=False).to_dict())
+    assert no_res == "x.npz \u00b7 rollout: head fusion mean, discard ratio 0, start layer 0, no residual"
+
+
 def test_summary_figure_size_and_panels(photo, rng):
     m = rng.random((14, 14)).astype(np.float32)
-    labels = ["military_uniform", "a very long class name, " * 4, "c", "d", "e"]
-    fig = plotting.summary_figure(photo, m, labels=labels, probs=[0.9, 0.05, 0.02, 0.02, 0.01], title="x.jpg")
+    labels = ["military_uniform", "b", "c", "d", "e"]
+    fig = plotting.summary_figure(photo, m, labels=labels, probs=[0.9, 0.05, 0.02, 0.02, 0.01], title="x.jpg",
+                                  footer=FOOTER)
     assert isinstance(fig, Figure)
-    assert png(fig) == (1600, 550)  # SUMMARY_FIGSIZE (16 x 5.5 in) at 100 dpi
-    assert tuple(fig.get_size_inches()) == plotting.SUMMARY_FIGSIZE
-    ticks = [t.get_text() for t in fig.axes[-1].get_yticklabels()]
-    assert ticks[0] == "military_uniform" and ticks[1].endswith("\u2026")  # long names shortened
+    assert png(fig) == (1600, 550)  # a landscape photo: SUMMARY_FIGSIZE (16 x 5.5 in) at 100 dpi
+    assert tuple(fig.get_size_inches()) == plotting.SUMMARY_FIGSIZE == plotting.summary_figsize(90 / 160)
+    assert FOOTER in texts(fig)  # every figure says what made it
+    assert "original (160\u00d790 px)" in texts(fig)
+    assert "attention \u00f7 this map's maximum" in texts(fig)
     # photo and map axes keep the photo's aspect ratio (90 x 160), not 224 x 224
     for ax in fig.axes[:2]:
         box = ax.get_position()
         w, h = box.width * 16, box.height * 5.5
         assert h / w == pytest.approx(90 / 160)
-    fig = plotting.summary_figure(photo, m, dpi=50)  # no head: no predictions panel
+    fig = plotting.summary_figure(photo, m, dpi=50)  # no head and no head maps: a sentence instead
     assert png(fig) == (800, 275)
+    assert any("no classification head" in t for t in texts(fig))
+
+
+def test_summary_shows_the_photos_real_size(photo, rng):
+    fig = plotting.summary_figure(photo, rng.random((14, 14)), original_size=(3000, 4000))
+    assert "original (4000\u00d73000 px)" in texts(fig)  # not the 160 x 90 display copy
+
+
+def test_portrait_photo_is_not_a_sliver(rng):
+    tall = rng.integers(0, 256, size=(400, 200, 3), dtype=np.uint8)  # h / w = 2
+    fig = plotting.summary_figure(tall, rng.random((14, 14)), labels=["a"], probs=[1.0])
+    fw, fh = fig.get_size_inches()
+    assert (fw, fh) == plotting.summary_figsize(2.0) == (16.0, 9.5)  # the page grows: 8-inch panels
+    width_in = fig.axes[0].get_position().width * fw
+    # panels fill the page between the 0.5-inch footer and the 0.9375-inch titles: 8.0625 in high / aspect 2;
+    # the fixed 5.5-inch page gave (5.5 - 1.3125) / 2 = 2.1 in
+    assert width_in == pytest.approx((9.5 - 0.5 - 0.9375) / 2)
+
+
+def test_long_class_names_are_wrapped_whole_and_hyphens_kept(photo, rng):
+    longest = ("California_laurel, California_bay_tree, Oregon_myrtle, pepperwood, spice_tree, "
+               "sassafras_laurel, California_olive, mountain_laurel, Umbellularia_californica")  # 156 characters
+    bike = "mountain_bike, all-terrain_bike, off-roader"
+    fig = plotting.summary_figure(photo, rng.random((14, 14)), labels=[longest, bike, "c", "d", "e"],
+                                  probs=[0.5, 0.2, 0.1, 0.1, 0.1])
+    ticks = [t.get_text() for t in fig.axes[-1].get_yticklabels()]
+    assert ticks[0].replace("\n", " ") == longest and "\n" in ticks[0]  # wrapped, every word kept
+    assert ticks[1].replace("\n", " ") == bike and "all-\n" not in ticks[1]  # never broken at a hyphen
+    assert all("\u2026" not in t for t in ticks)
+
+
+def test_probability_axis_fits_small_probabilities(photo, rng):
+    assert plotting.probability_axis(0.9) == 1.0
+    assert plotting.probability_axis(0.5) == 1.0
+    assert plotting.probability_axis(0.3) == 0.5
+    assert plotting.probability_axis(0.0031) == 0.005
+    assert plotting.probability_axis(0.0016) == 0.002
+    assert plotting.probability_axis(0.07) == 0.1
+    fig = plotting.summary_figure(photo, rng.random((14, 14)), labels=list("abcde"),
+                                  probs=[0.0031, 0.0012, 0.0009, 0.0002, 0.00001])
+    bars = fig.axes[-1]
+    assert bars.get_xlim() == (0.0, 0.005)  # a fixed 0-1 axis drew these bars a pixel long
+    assert "1.0e-05" in [t.get_text() for t in bars.texts]  # tiny values stay readable
+
+
+def test_headless_summary_shows_each_head_and_marks_outliers(photo, rng):
+    heads = rng.random((6, 14, 14)).astype(np.float32)
+    mask = np.zeros((14, 14), bool)
+    mask[2, 3] = mask[10, 11] = True
+    fig = plotting.summary_figure(photo, rng.random((14, 14)), head_maps=heads, outliers=mask,
+                                  no_predictions="no trained head", heads_title="layer 12 of 12: heads",
+                                  note="rollout dominated by 2 high-norm tokens")
+    titles = [ax.get_title() for ax in fig.axes]
+    assert [t for t in titles if t.startswith("head ")] == [f"head {i}" for i in range(1, 7)]
+    assert "no trained head\nlayer 12 of 12: heads" in texts(fig)
+    assert "joint attention (rollout)\nrollout dominated by 2 high-norm tokens" in titles
+    # two outlined patches (two rectangles each) on the joint map and on every head
+    assert sum(1 for ax in fig.axes if len(ax.patches) == 4) == 1 + 6
+
+
+def test_mark_patches_outlines_the_right_pixels(photo):
+    fig = drawing.new_figure((4, 3))
+    ax = drawing.image_axes(fig, (0, 0, 4, 3), photo)
+    mask = np.zeros((9, 16), bool)
+    mask[4, 10] = True
+    assert drawing.mark_patches(ax, mask, photo.shape[:2]) == 1
+    rect = ax.patches[0]
+    assert rect.get_xy() == (10 * 10 - 0.5, 4 * 10 - 0.5)  # 160 x 90 photo, 16 x 9 grid: 10-pixel patches
+    assert (rect.get_width(), rect.get_height()) == (10, 10)
 
 
 def test_grid_sizes(rng):
     photos = [rng.integers(0, 256, (60, 80, 3), np.uint8), rng.integers(0, 256, (80, 60, 3), np.uint8),
               rng.integers(0, 256, (45, 80, 3), np.uint8)]
     maps = rng.random((3, 12, 14, 14)).astype(np.float32)
-    # 3 rows, 13 columns; median aspect 0.75 -> cells 1.5 x 1.125 in
-    # width 1.5 + 13 * 1.5 + 12 * 0.0625 + 1.0 = 22.75; height 0.875 + 3 * 1.125 + 2 * 0.0625 + 0.125 = 4.5
-    assert plotting.grid_figsize(3, 13, 0.75) == (22.75, 4.5)
-    fig = plotting.layer_grid(photos, maps, method="cumulative", row_labels=["a", "b\ntop-1 0.5: x", "c"])
-    assert png(fig) == (2275, 450)
-    texts = [t.get_text() for t in fig.texts]
-    assert "layers 1\u201312" in texts and "original" in texts and "layer 1" in texts
+    # 13 columns: width 1.5 + 13 * 1.5 + 12 * 0.0625 + 1.0 = 22.75; each row as high as its own photo makes it:
+    # aspects 0.75, 1.333, 0.5625 -> 1.125, 2.0, 0.875 (1/8 in); 0.875 + 4.0 + 2 * 0.0625 + 0.125 = 5.125 -> 5.25
+    assert plotting.grid_figsize(3, 13, [0.75, 80 / 60, 45 / 80]) == (22.75, 5.25)
+    assert plotting.grid_figsize(3, 13, 0.75) == (22.75, 4.5)  # one aspect for all rows
+    assert plotting.grid_figsize(3, 13, 0.75, footer=True) == (22.75, 5.0)  # + 0.375 in of provenance
+    fig = plotting.layer_grid(photos, maps, method="cumulative", row_labels=["a", "b\ntop-1 0.5: x", "c"],
+                              footer=FOOTER)
+    assert png(fig) == (2275, 550)  # 5.125 + 0.375 in of footer
+    all_text = texts(fig)
+    assert "layers 1\u201312" in all_text and "original" in all_text and "layer 1" in all_text
+    assert FOOTER.replace(" ", "") in "".join(all_text).replace("\n", "").replace(" ", "")
+    assert "attention \u00f7 each tile's own maximum" in all_text
+    title = all_text[0].replace("\n", " ")
+    assert "1\u2026l" not in title and "layers 1 through k" in title  # never read as "1...1"
+    # the portrait photo's row is 2 inches high: its original is 1.5 in wide, as the landscapes'
+    widths = sorted(round(ax.get_position().width * 22.75, 3) for ax in fig.axes if not ax.get_ylabel())
+    assert widths[0] == pytest.approx(1.5)
     fig = plotting.layer_grid(photos, maps, method="layer")
     assert "layer 12" in [t.get_text() for t in fig.texts]
     fig = plotting.head_grid(photos[:1], maps[:1, :4], layer=11, num_layers=12)
@@ -101,11 +205,22 @@ def test_grid_sizes(rng):
     # 1 row, 5 columns: 1.5 + 5 * 1.5 + 4 * 0.0625 + 1.0 = 10.25; 0.875 + 1.125 + 0.125 = 2.125 -> 2.25
     assert png(fig) == (1025, 225)
     fig = plotting.rollout_grid(photos, maps[:, 0], mode="mask")
-    assert png(fig) == (700, 450)  # 2 columns: the 7-inch minimum width; same height as above
+    assert png(fig) == (700, 525)  # 2 columns: the 7-inch minimum width; same height as above
+    assert "brightness kept: each tile \u00f7 its maximum" in texts(fig)
     with pytest.raises(ValueError, match="method"):
         plotting.layer_grid(photos, maps, method="heads")
     with pytest.raises(ValueError, match="one"):
         plotting.map_grid(photos, maps[:2], column_titles=["o"] + ["l"] * 12)
+    with pytest.raises(ValueError, match="outlier masks"):
+        plotting.map_grid(photos, maps, column_titles=["o"] + ["l"] * 12, outliers=[None])
+
+
+def test_grid_row_labels_wrap_long_class_names(rng):
+    photos = [rng.integers(0, 256, (80, 80, 3), np.uint8)]
+    name = "bomber, grinder, hero, hero_sandwich, hoagie, hoagy, Cuban_sandwich"
+    fig = plotting.rollout_grid(photos, rng.random((1, 14, 14)), row_labels=[f"a.jpg\ntop-1 0.500: {name}"])
+    label = next(t.get_text() for t in fig.texts if t.get_text().startswith("a.jpg"))
+    assert label.replace("\n", " ").endswith(name)  # a 1.5-inch row holds every word
 
 
 def test_save_figure_is_atomic_and_refuses_to_overwrite(tmp_path, photo, rng):

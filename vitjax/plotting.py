@@ -4,47 +4,64 @@ Nothing here touches pyplot's global state: every function builds a
 ``matplotlib.figure.Figure`` (Agg canvas) and returns it, so the module works
 in scripts, servers, tests and notebooks alike. :func:`save_figure` writes a
 PNG atomically; :func:`figure_png` returns the PNG bytes (for
-``IPython.display.Image``).
+``IPython.display.Image``). The primitives (:func:`overlay`,
+:func:`upsample_map`, :func:`photo_array`...) live in :mod:`vitjax.drawing`
+and are re-exported here.
 
 Maps are laid over each photo at the photo's OWN size and aspect ratio: a
-``[gh, gw]`` map is resized bilinearly to the photo's ``(height, width)``
-(:func:`upsample_map`, the same numbers as :func:`vitjax.attention.upsample`),
-never shown at the model's 224x224. Two renderings (``mode``):
+``[gh, gw]`` map is resized bilinearly to the photo's ``(height, width)``,
+never shown at the model's 224x224. Two renderings (``mode``): ``"heatmap"``
+(a colour map, default ``"jet"`` as in the original study's OpenCV
+``COLORMAP_JET``, blended with weight ``alpha``) and ``"mask"`` (the original
+study's darkening, ``photo * map[..., None]``). Every map is divided by its
+own maximum (see :func:`vitjax.compute_maps`), and the colour bars say so.
 
-* ``"heatmap"``: a colour map (default ``"jet"``, as in the original study's
-  OpenCV ``COLORMAP_JET``) blended over the photo with weight ``alpha``;
-* ``"mask"``: the original study's darkening, ``photo * map[..., None]``.
+A figure a researcher can cite says what made it: pass ``footer=`` the line
+:func:`provenance` builds (checkpoint, rollout options, matmul precision).
 
 Layouts are placed in inches on fixed grids and figure sizes are multiples
-of 1/4 inch, so at 100 dpi a PNG is exactly ``figsize * 100`` pixels, known in advance:
-:data:`SUMMARY_FIGSIZE` for :func:`summary_figure`, :func:`grid_figsize` for
-the grids.
+of 1/4 inch, so at 100 dpi a PNG is exactly ``figsize * 100`` pixels, known in
+advance: :func:`summary_figsize` for :func:`summary_figure`,
+:func:`grid_figsize` for the grids.
 """
 
 from __future__ import annotations
 
-import io
 import math
-import os
-import textwrap
-from pathlib import Path
-from typing import Optional, Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
-from matplotlib import colormaps
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.cm import ScalarMappable
-from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
-from vitjax.io import write_atomic
-from vitjax.labels import class_label, topk  # noqa: F401  (re-exported for the notebook; defined in labels)
+from vitjax.drawing import (
+    DPI,
+    MODES,
+    ArrayLike,
+    as_photo,
+    axes_at,
+    check_mode,
+    colorbar,
+    figure_png,
+    fit_box,
+    image_axes,
+    mark_patches,
+    new_figure,
+    overlay,
+    photo_array,
+    probability_axis,
+    probability_text,
+    provenance,
+    save_figure,
+    shorten,
+    upsample_map,
+    wrap,
+)
 
 __all__ = [
     "DPI",
     "MODES",
     "SUMMARY_FIGSIZE",
-    "class_label",
     "figure_png",
     "grid_figsize",
     "head_grid",
@@ -52,202 +69,59 @@ __all__ = [
     "map_grid",
     "overlay",
     "photo_array",
+    "probability_axis",
+    "provenance",
     "rollout_grid",
     "save_figure",
+    "summary_figsize",
     "summary_figure",
-    "topk",
     "upsample_map",
 ]
 
-#: Default resolution of every figure (pixels per inch).
-DPI = 100
-#: Renderings of a map over a photo.
-MODES = ("heatmap", "mask")
-#: (width, height) in inches of :func:`summary_figure`: 1600 x 550 pixels at 100 dpi.
+#: (width, height) in inches of :func:`summary_figure` for a landscape photo: 1600 x 550 pixels at 100 dpi.
 SUMMARY_FIGSIZE = (16.0, 5.5)
+
+# Summary geometry, inches.
+_SUM_BOTTOM = 0.5  # footer line below the panels
+_SUM_TOP = 0.9375  # figure title + panel titles
+_SUM_PANEL_W = 4.5
+_SUM_MAX_PANEL_H = 8.0  # a tall portrait grows the page up to this, rather than shrinking to a sliver
+_NAMES_W = 2.4  # class-name column left of the bars
 
 # Grid geometry, inches (binary fractions: no rounding error in inches * dpi).
 _GAP = 0.0625
 _GRID_LEFT = 1.5  # row labels: up to 4 lines of ~25 characters at 7 pt
 _GRID_TOP = 0.875  # figure title + column titles
 _GRID_BOTTOM = 0.125
+_FOOTER = 0.375  # up to two lines of provenance under a grid
 _GRID_RIGHT = 1.0  # colour bar, its ticks and label
 _GRID_MIN_WIDTH = 7.0  # room for the title however few columns
 
-ArrayLike = Union[np.ndarray, Sequence]
+_SCALE_ONE = "attention \u00f7 this map's maximum"
+_SCALE_EACH = "attention \u00f7 each tile's own maximum"
 
 
-# --------------------------------------------------------------------------- arrays
+def _footer(fig: Figure, text: Optional[str]) -> None:
+    """``text`` at the bottom-left, 7 pt, wrapped to at most two lines (narrow grids)."""
+    if text:
+        fw, fh = fig.get_size_inches()
+        fig.text(0.125 / fw, 0.06 / fh, wrap(text, int((fw - 0.25) * 72 / (0.55 * 7)), 2), ha="left",
+                 va="bottom", fontsize=7, color="#333333", linespacing=1.1)
 
 
-def _bilinear_weights(n_out: int, n_in: int) -> np.ndarray:
-    """``[n_out, n_in]`` weights of a half-pixel-centre linear resize (edges clamped)."""
-    src = (np.arange(n_out, dtype=np.float64) + 0.5) * (n_in / n_out) - 0.5
-    src = np.clip(src, 0.0, n_in - 1)
-    lo = np.floor(src).astype(np.int64)
-    hi = np.minimum(lo + 1, n_in - 1)
-    frac = src - lo
-    w = np.zeros((n_out, n_in), np.float64)
-    rows = np.arange(n_out)
-    np.add.at(w, (rows, lo), 1.0 - frac)
-    np.add.at(w, (rows, hi), frac)
-    return w
+# --------------------------------------------------------------------------- the per-image figure
 
 
-def upsample_map(maps: ArrayLike, size: Sequence[int]) -> np.ndarray:
-    """Bilinear resize of the last two axes ``[..., gh, gw]`` -> ``[..., height, width]`` (NumPy).
+def summary_figsize(aspect_hw: float = 0.75) -> Tuple[float, float]:
+    """(width, height) in inches of :func:`summary_figure` for a photo of aspect ``h / w``.
 
-    Half-pixel centres and clamped edges: the numbers of
-    :func:`vitjax.attention.upsample` (``jax.image.resize``, bilinear, no
-    antialiasing) without compiling one XLA program per photo size.
-
-    Raises:
-      ValueError: ``maps`` of rank < 2 or a size that is not two integers >= 1.
+    16 inches wide; landscape photos give :data:`SUMMARY_FIGSIZE` (5.5 inches
+    high); a portrait photo makes the page taller (its panels stay 4.5 inches
+    wide up to 8 inches high) instead of shrinking to a sliver. Heights are
+    multiples of 1/4 inch.
     """
-    height, width = (int(s) for s in size)
-    if height < 1 or width < 1:
-        raise ValueError(f"size must be (height, width) in pixels >= 1, got {tuple(size)}")
-    maps = np.asarray(maps, dtype=np.float32)
-    if maps.ndim < 2:
-        raise ValueError(f"maps must be [..., gh, gw], got shape {maps.shape}")
-    gh, gw = maps.shape[-2:]
-    wy = _bilinear_weights(height, gh).astype(np.float32)
-    wx = _bilinear_weights(width, gw).astype(np.float32)
-    out = np.einsum("hi,...ij,wj->...hw", wy, maps, wx, optimize=True)
-    return out.astype(np.float32)
-
-
-def _as_photo(photo: ArrayLike) -> np.ndarray:
-    """uint8 ``[h, w, 3]`` from a uint8 array, a float array in [0, 1], or a PIL image."""
-    a = np.asarray(photo)
-    if a.ndim == 2:
-        a = np.stack([a] * 3, axis=-1)
-    if a.ndim != 3 or a.shape[-1] not in (3, 4):
-        raise ValueError(f"photo must be [h, w, 3] (RGB), got shape {a.shape}")
-    a = a[..., :3]
-    if a.dtype != np.uint8:
-        a = np.clip(np.rint(np.asarray(a, np.float64) * 255.0), 0, 255).astype(np.uint8)
-    return a
-
-
-def _check_mode(mode: str) -> None:
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
-
-
-def overlay(
-    photo: ArrayLike,
-    attention_map: ArrayLike,
-    *,
-    mode: str = "heatmap",
-    cmap: str = "jet",
-    alpha: float = 0.5,
-) -> np.ndarray:
-    """A map laid over a photo at the photo's own size: uint8 ``[h, w, 3]``.
-
-    Args:
-      photo: uint8 ``[h, w, 3]`` (or float in [0, 1], or a PIL image).
-      attention_map: ``[gh, gw]`` (resized bilinearly to ``(h, w)``) or
-        already ``[h, w]``; values in [0, 1].
-      mode: ``"heatmap"`` (``cmap`` blended over the photo:
-        ``(1 - alpha) * photo + alpha * cmap(map)``) or ``"mask"`` (the
-        original study's ``photo * map[..., None]``).
-      cmap: a matplotlib colour map name (heatmap only).
-      alpha: weight of the colour map in [0, 1] (heatmap only).
-
-    Raises:
-      ValueError: bad shapes, mode, colour map or alpha.
-    """
-    _check_mode(mode)
-    if not 0.0 <= float(alpha) <= 1.0:
-        raise ValueError(f"alpha must be in [0, 1], got {alpha!r}")
-    img = _as_photo(photo)
-    h, w = img.shape[:2]
-    m = np.asarray(attention_map, np.float32)
-    if m.ndim != 2:
-        raise ValueError(f"attention_map must be [gh, gw], got shape {m.shape}")
-    if m.shape != (h, w):
-        m = upsample_map(m, (h, w))
-    m = np.clip(np.nan_to_num(m), 0.0, 1.0)
-    base = img.astype(np.float32) / 255.0
-    if mode == "mask":
-        out = base * m[..., None]
-    else:
-        colours = _cmap(cmap)(m)[..., :3].astype(np.float32)
-        out = (1.0 - alpha) * base + alpha * colours
-    return np.clip(np.rint(out * 255.0), 0, 255).astype(np.uint8)
-
-
-def _cmap(name: str):
-    try:
-        return colormaps[name]
-    except KeyError:
-        raise ValueError(f"unknown matplotlib colour map {name!r} (e.g. jet, inferno, viridis)") from None
-
-
-# --------------------------------------------------------------------------- layout helpers
-
-
-def _new_figure(figsize: Tuple[float, float], dpi: float) -> Figure:
-    fig = Figure(figsize=figsize, dpi=dpi, facecolor="white")
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def _fit(aspect_hw: float, box: Tuple[float, float, float, float]) -> Tuple[float, float, float, float]:
-    """Largest ``(x, y, w, h)`` of aspect ``h / w = aspect_hw`` centred in ``box`` (inches)."""
-    x, y, bw, bh = box
-    w = min(bw, bh / aspect_hw)
-    h = w * aspect_hw
-    return (x + (bw - w) / 2, y + (bh - h) / 2, w, h)
-
-
-def _axes(fig: Figure, rect_in: Tuple[float, float, float, float]):
-    """Axes at ``(x, y, w, h)`` inches from the bottom-left corner."""
-    fw, fh = fig.get_size_inches()
-    x, y, w, h = rect_in
-    return fig.add_axes((x / fw, y / fh, w / fw, h / fh))
-
-
-def _image_axes(fig: Figure, rect_in, image: np.ndarray):
-    ax = _axes(fig, rect_in)
-    ax.imshow(image, interpolation="antialiased")
-    ax.set_xticks([])
-    ax.set_yticks([])
-    for spine in ax.spines.values():
-        spine.set_visible(False)
-    return ax
-
-
-def _shorten(text: str, limit: int) -> str:
-    text = str(text)
-    return text if len(text) <= limit else text[: max(1, limit - 1)] + "\u2026"
-
-
-def _wrap(text: str, width: int, lines: int) -> str:
-    """At most ``lines`` lines of at most ``width`` characters, "…" where cut."""
-    # paths break after a "/" rather than inside a name
-    parts = textwrap.wrap(str(text).replace("/", "/ "), width=width, break_long_words=True) or [""]
-    parts = [p.replace("/ ", "/") for p in parts]
-    if len(parts) > lines:
-        parts = parts[:lines]
-        parts[-1] = _shorten(parts[-1] + " ", width)
-        if not parts[-1].endswith("\u2026"):
-            parts[-1] = parts[-1][: width - 1].rstrip() + "\u2026"
-    return "\n".join(parts)
-
-
-def _colorbar(fig: Figure, rect_in, mode: str, cmap: str, fontsize: float = 8) -> None:
-    cax = _axes(fig, rect_in)
-    name = "gray" if mode == "mask" else cmap
-    bar = fig.colorbar(ScalarMappable(norm=Normalize(0.0, 1.0), cmap=_cmap(name)), cax=cax)
-    bar.set_ticks([0.0, 0.25, 0.5, 0.75, 1.0])
-    bar.ax.tick_params(labelsize=fontsize)
-    label = "brightness kept (map value)" if mode == "mask" else "attention (map / max)"
-    bar.set_label(label, fontsize=fontsize)
-
-
-# --------------------------------------------------------------------------- figures
+    panel_h = min(max(_SUM_PANEL_W * float(aspect_hw), 5.5 - _SUM_BOTTOM - _SUM_TOP), _SUM_MAX_PANEL_H)
+    return (SUMMARY_FIGSIZE[0], math.ceil((_SUM_BOTTOM + panel_h + _SUM_TOP) * 4) / 4)
 
 
 def summary_figure(
@@ -256,102 +130,182 @@ def summary_figure(
     *,
     labels: Optional[Sequence[str]] = None,
     probs: Optional[Sequence[float]] = None,
+    head_maps: Optional[ArrayLike] = None,
+    heads_title: str = "last layer: each head's class-token attention",
+    no_predictions: str = "no classification head (the model outputs features)",
+    outliers: Optional[ArrayLike] = None,
+    note: Optional[str] = None,
+    original_size: Optional[Tuple[int, int]] = None,
     title: Optional[str] = None,
+    footer: Optional[str] = None,
     map_title: str = "joint attention (rollout)",
     mode: str = "heatmap",
     cmap: str = "jet",
     alpha: float = 0.5,
     dpi: float = DPI,
 ) -> Figure:
-    """One image: original | joint map over it (with colour bar) | top-k predictions.
+    """One image: original | joint map over it (with colour bar) | top-k predictions or per-head maps.
 
     Args:
-      photo: the photo at its own size, uint8 ``[h, w, 3]``.
+      photo: the photo, uint8 ``[h, w, 3]`` (possibly shrunk for display; see ``original_size``).
       joint_map: ``[gh, gw]`` map in [0, 1] (resized to ``(h, w)``).
       labels, probs: the top-k class names and softmax probabilities, best
-        first (see :func:`topk`, :func:`class_label`); ``None`` for a model
-        without classification head (the panel says so).
-      title: figure title (e.g. the file name).
+        first (see :func:`vitjax.labels.topk`); the probability axis fits the
+        largest (:func:`probability_axis`); long names are wrapped, not cut.
+      head_maps: ``[H, gh, gw]``, shown when there are no predictions
+        (headless models such as DINOv2, or a zero head): the DINO-style
+        per-head maps of one layer, titled ``heads_title``.
+      no_predictions: what the figure says instead of predictions (e.g.
+        :data:`vitjax.labels.NO_HEAD`).
+      outliers: ``[gh, gw]`` bool: patches outlined on the joint map and the
+        head maps (high-norm "artifact" tokens, see
+        :func:`vitjax.visualize.outlier_tokens`).
+      note: a second line under the map panel's title (e.g. that the rollout
+        is dominated by outlier tokens).
+      original_size: the photo's real ``(height, width)`` in pixels, shown in
+        the first panel's title (default: ``photo``'s own size).
+      title: figure title (e.g. the file name); footer: a last line (see :func:`provenance`).
       map_title: title over the map panel.
       mode, cmap, alpha: see :func:`overlay`.
-      dpi: pixels per inch; the figure is :data:`SUMMARY_FIGSIZE` inches
-        (1600 x 550 pixels at the default 100).
+      dpi: pixels per inch; the figure is :func:`summary_figsize` inches.
 
     Returns:
       A :class:`matplotlib.figure.Figure` (save with :func:`save_figure`).
+
+    Raises:
+      ValueError: ``labels`` and ``probs`` of different lengths, bad shapes or style.
     """
-    img = _as_photo(photo)
+    img = as_photo(photo)
     h, w = img.shape[:2]
-    shown = overlay(img, joint_map, mode=mode, cmap=cmap, alpha=alpha)
-    fig = _new_figure(SUMMARY_FIGSIZE, dpi)
-    fw, fh = SUMMARY_FIGSIZE
-    bottom, top = 0.375, fh - 0.9375  # panel boxes: room for the figure title and panel titles
-    ph = top - bottom
+    fw, fh = summary_figsize(h / w)
+    fig = new_figure((fw, fh), dpi)
+    bottom = _SUM_BOTTOM
+    ph = fh - _SUM_BOTTOM - _SUM_TOP
     if title:
-        fig.text(0.5, 1 - 0.15 / fh, _shorten(title, 150), ha="center", va="top", fontsize=12,
-                 fontweight="bold")
+        fig.text(0.5, 1 - 0.15 / fh, shorten(title, 150), ha="center", va="top", fontsize=12, fontweight="bold")
+    _footer(fig, footer)
+    oh, ow = original_size if original_size is not None else (h, w)
+    ax = image_axes(fig, fit_box(h / w, (0.25, bottom, _SUM_PANEL_W, ph)), img)
+    ax.set_title(f"original ({int(ow)}\u00d7{int(oh)} px)", fontsize=10)
 
-    ax = _image_axes(fig, _fit(h / w, (0.25, bottom, 4.5, ph)), img)
-    ax.set_title(f"original ({w}\u00d7{h} px)", fontsize=10)
+    rect = fit_box(h / w, (5.0, bottom, _SUM_PANEL_W, ph))
+    ax = image_axes(fig, rect, overlay(img, joint_map, mode=mode, cmap=cmap, alpha=alpha))
+    ax.set_title(map_title + (f"\n{note}" if note else ""), fontsize=10 if not note else 9)
+    if outliers is not None:
+        mark_patches(ax, outliers, (h, w))
+    label = "brightness kept: map \u00f7 its maximum" if mode == "mask" else _SCALE_ONE
+    colorbar(fig, (9.625, rect[1], 0.15, rect[3]), mode, cmap, label=label, fontsize=8)
 
-    rect = _fit(h / w, (5.0, bottom, 4.5, ph))
-    ax = _image_axes(fig, rect, shown)
-    ax.set_title(map_title, fontsize=10)
-    _colorbar(fig, (9.625, rect[1], 0.15, rect[3]), mode, cmap, fontsize=8)
-
-    bar_box = (12.875, bottom + 0.25, 2.75, ph - 0.25)  # names go left of it, from ~10.5 in
-    ax = _axes(fig, bar_box)
-    if labels is None or probs is None or len(probs) == 0:
+    if labels is not None and probs is not None and len(probs) > 0:
+        _predictions(fig, (10.375 + _NAMES_W + 0.2, bottom + 0.375, 2.75, ph - 0.375), labels, probs)
+    elif head_maps is not None:
+        _heads_panel(fig, (10.625, bottom, 5.25, ph), img, head_maps, f"{no_predictions}\n{heads_title}",
+                     outliers, dict(mode=mode, cmap=cmap, alpha=alpha))
+    else:
+        ax = axes_at(fig, (10.625, bottom, 5.0, ph))
         ax.axis("off")
-        ax.text(0.5, 0.5, "no classification head:\nthe model outputs features,\nno class predictions",
-                ha="center", va="center", fontsize=10, transform=ax.transAxes)
-        return fig
+        ax.text(0.5, 0.5, wrap(no_predictions, 40), ha="center", va="center", fontsize=10, transform=ax.transAxes)
+    return fig
+
+
+def _predictions(fig: Figure, box, labels: Sequence[str], probs: Sequence[float]) -> None:
     probs = [float(p) for p in probs]
     k = len(probs)
     if len(labels) != k:
         raise ValueError(f"labels and probs differ in length ({len(labels)} vs {k})")
-    fontsize = 9 if k <= 8 else max(5.0, 9 * 8 / k)
-    lines = 2 if k <= 8 else 1
-    width = int(2.25 * 72 / (0.55 * fontsize))  # characters that fit in 2.25 inches
+    row_h = box[3] / k
+    for fontsize in (9.0, 8.0, 7.0, 6.0):  # the largest font at which every name fits whole
+        width = int(_NAMES_W * 72 / (0.55 * fontsize))
+        room = max(1, int(row_h * 0.95 * 72 / (1.2 * fontsize)))
+        names = [wrap(name, width) for name in labels]
+        if max(n.count("\n") + 1 for n in names) <= room:
+            break
+    else:
+        names = [wrap(name, width, room) for name in labels]  # only past 6 pt does a name lose its end
+    ax = axes_at(fig, box)
     ypos = np.arange(k)
+    xmax = probability_axis(max(probs))
     ax.barh(ypos, probs, color="#3b75af", height=0.7)
-    ax.set_yticks(ypos, [_wrap(name, width, lines) for name in labels], fontsize=fontsize)
-    ax.invert_yaxis()
-    ax.set_xlim(0.0, 1.0)
+    ax.set_yticks(ypos, names, fontsize=fontsize)
+    ax.set_xlim(0.0, xmax)
     ax.set_ylim(k - 0.5, -0.5)
-    ax.set_xticks([0.0, 0.25, 0.5, 0.75, 1.0])
+    ax.xaxis.set_major_locator(MaxNLocator(nbins=4, steps=[1, 2, 2.5, 5, 10]))
     ax.tick_params(axis="x", labelsize=8)
-    ax.set_xlabel("probability (softmax)", fontsize=9)
+    ax.set_xlabel("probability (softmax)" + ("" if xmax == 1.0 else f"; axis 0\u2013{xmax:g}"), fontsize=9)
     ax.set_title(f"top-{k} predictions", fontsize=10)
     for y, p in zip(ypos, probs, strict=True):
-        inside = p > 0.75
-        ax.text(p - 0.02 if inside else p + 0.02, y, f"{p:.3f}", va="center", ha="right" if inside else "left",
-                fontsize=fontsize, color="white" if inside else "black")
+        inside = p > 0.75 * xmax
+        ax.text(p - 0.02 * xmax if inside else p + 0.02 * xmax, y, probability_text(p), va="center",
+                ha="right" if inside else "left", fontsize=min(fontsize, 8.0), color="white" if inside else "black")
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)
-    return fig
 
 
-def grid_figsize(nrows: int, ncols: int, aspect_hw: float = 1.0) -> Tuple[float, float]:
+def _heads_panel(fig: Figure, box, img: np.ndarray, head_maps: ArrayLike, title: str, outliers, style) -> None:
+    maps = np.asarray(head_maps, np.float32)
+    if maps.ndim != 3:
+        raise ValueError(f"head_maps must be [H, gh, gw], got shape {maps.shape}")
+    n = maps.shape[0]
+    x0, y0, bw, bh = box
+    h, w = img.shape[:2]
+    bh -= 0.1  # panel title
+    label_h = 0.17
+
+    def tile(cols: int) -> float:  # tile width with ``cols`` columns
+        rows = -(-n // cols)
+        by_w = (bw - (cols - 1) * _GAP) / cols
+        by_h = (bh - rows * label_h - (rows - 1) * _GAP) / rows / (h / w)
+        return min(by_w, by_h)
+
+    cols = max(range(1, n + 1), key=tile)
+    tw = tile(cols)
+    th = tw * h / w
+    rows = -(-n // cols)
+    used_w = cols * tw + (cols - 1) * _GAP
+    used_h = rows * (th + label_h) + (rows - 1) * _GAP
+    left = x0 + (bw - used_w) / 2
+    top = y0 + bh - (bh - used_h) / 2
+    fw, fh = fig.get_size_inches()
+    fig.text((x0 + bw / 2) / fw, (top + 0.03) / fh, title, ha="center", va="bottom", fontsize=9)  # right over the tiles
+    ups = upsample_map(maps, (h, w))
+    for i in range(n):
+        r, c = divmod(i, cols)
+        x = left + c * (tw + _GAP)
+        y = top - (r + 1) * (th + label_h) - r * _GAP
+        ax = image_axes(fig, (x, y, tw, th), overlay(img, ups[i], **style))
+        ax.set_title(f"head {i + 1}", fontsize=7, pad=2)
+        if outliers is not None:
+            mark_patches(ax, outliers, (h, w))
+
+
+# --------------------------------------------------------------------------- grids
+
+
+def grid_figsize(nrows: int, ncols: int, aspect_hw: Union[float, Sequence[float]] = 1.0, *,
+                 footer: bool = False) -> Tuple[float, float]:
     """(width, height) in inches of a :func:`map_grid` with these rows and columns.
 
-    Cells are 1.5 inches wide (1 inch beyond 17 columns), their height the
-    median photo aspect ``h / w`` clipped to [0.5, 1.5], rounded to 1/8 inch;
-    margins hold the title, column titles, row labels and the colour bar. The
-    total is rounded up to a multiple of 1/4 inch (at least 7 inches wide), so
-    at 100 dpi the PNG is exactly ``100 * width`` x ``100 * height`` pixels.
+    Cells are 1.5 inches wide (1 inch beyond 17 columns); each row is as high
+    as its photo's aspect ``h / w`` (one number for every row, or one per
+    row) clipped to [0.5, 1.5] makes it, rounded to 1/8 inch, so a portrait
+    photo among landscapes keeps a usable size. Margins hold the title,
+    column titles, row labels, the colour bar and, with ``footer``, a
+    provenance line. The total is rounded up to a multiple of 1/4 inch (at
+    least 7 inches wide), so at 100 dpi the PNG is exactly ``100 * width`` x
+    ``100 * height`` pixels.
     """
-    cell_w, cell_h = _cell(ncols, aspect_hw)
+    cell_w, heights = _cells(nrows, ncols, aspect_hw)
     width = _GRID_LEFT + ncols * cell_w + (ncols - 1) * _GAP + _GRID_RIGHT
-    height = _GRID_TOP + nrows * cell_h + (nrows - 1) * _GAP + _GRID_BOTTOM
-    # Rounded up to 1/4 inch (slack goes to the right and bottom margins): whole pixels at 100 dpi.
+    height = _GRID_TOP + sum(heights) + (nrows - 1) * _GAP + _GRID_BOTTOM + (_FOOTER if footer else 0.0)
     return (max(math.ceil(width * 4) / 4, _GRID_MIN_WIDTH), math.ceil(height * 4) / 4)
 
 
-def _cell(ncols: int, aspect_hw: float) -> Tuple[float, float]:
+def _cells(nrows: int, ncols: int, aspect_hw) -> Tuple[float, List[float]]:
     cell_w = 1.5 if ncols <= 17 else 1.0
-    cell_h = round(cell_w * min(max(float(aspect_hw), 0.5), 1.5) * 8) / 8
-    return cell_w, cell_h
+    aspects = [float(aspect_hw)] * nrows if np.ndim(aspect_hw) == 0 else [float(a) for a in aspect_hw]
+    if len(aspects) != nrows:
+        raise ValueError(f"need one aspect per row ({nrows}), got {len(aspects)}")
+    return cell_w, [round(cell_w * min(max(a, 0.5), 1.5) * 8) / 8 for a in aspects]
 
 
 def map_grid(
@@ -361,6 +315,8 @@ def map_grid(
     column_titles: Sequence[str],
     row_labels: Optional[Sequence[str]] = None,
     title: Optional[str] = None,
+    footer: Optional[str] = None,
+    outliers: Optional[Sequence[Optional[ArrayLike]]] = None,
     mode: str = "heatmap",
     cmap: str = "jet",
     alpha: float = 0.5,
@@ -370,60 +326,74 @@ def map_grid(
 
     Args:
       photos: B photos, uint8 ``[h_i, w_i, 3]``, each at its own size.
-      maps: B arrays ``[C, gh, gw]`` (values in [0, 1]), one per photo.
+      maps: B arrays ``[C, gh, gw]`` (values in [0, 1], each divided by its own maximum), one per photo.
       column_titles: C + 1 titles (the first for the original photo).
       row_labels: B labels written left of each row: up to two ``"\\n"``-separated
-        parts (e.g. file name and top-1 class), each wrapped to two lines.
-      title: figure title.
+        parts (e.g. file name and top-1 class); the first is wrapped to two
+        lines, the second to as many as the row's height holds.
+      title: figure title; footer: a last line (see :func:`provenance`).
+      outliers: per row, ``[gh, gw]`` bool patches to outline in every map of the row (or None).
       mode, cmap, alpha: see :func:`overlay`.
       dpi: pixels per inch; size in inches from :func:`grid_figsize`.
+
+    Raises:
+      ValueError: counts or shapes that do not match, bad style.
     """
-    _check_mode(mode)
+    check_mode(mode)
     b = len(photos)
     if b == 0 or len(maps) != b:
         raise ValueError(f"need one [C, gh, gw] maps array per photo, got {b} photos and {len(maps)} maps")
-    imgs = [_as_photo(p) for p in photos]
+    imgs = [as_photo(p) for p in photos]
     maps = [np.asarray(m, np.float32) for m in maps]
     c = maps[0].shape[0] if maps[0].ndim == 3 else -1
     if any(m.ndim != 3 or m.shape[0] != c for m in maps):
         raise ValueError(f"every maps array must be [C, gh, gw] with the same C, got {[m.shape for m in maps]}")
     if len(column_titles) != c + 1:
         raise ValueError(f"need {c + 1} column titles (original + {c} maps), got {len(column_titles)}")
-    if row_labels is not None and len(row_labels) != b:
-        raise ValueError(f"need {b} row labels, got {len(row_labels)}")
+    for name, seq in (("row labels", row_labels), ("outlier masks", outliers)):
+        if seq is not None and len(seq) != b:
+            raise ValueError(f"need {b} {name}, got {len(seq)}")
     ncols = c + 1
-    aspect = float(np.median([im.shape[0] / im.shape[1] for im in imgs]))
-    cell_w, cell_h = _cell(ncols, aspect)
-    fw, fh = grid_figsize(b, ncols, aspect)
-    fig = _new_figure((fw, fh), dpi)
+    aspects = [im.shape[0] / im.shape[1] for im in imgs]
+    cell_w, heights = _cells(b, ncols, aspects)
+    fw, fh = grid_figsize(b, ncols, aspects, footer=bool(footer))
+    fig = new_figure((fw, fh), dpi)
     grid_w = ncols * cell_w + (ncols - 1) * _GAP
     x0 = _GRID_LEFT + max(0.0, (fw - _GRID_LEFT - _GRID_RIGHT - grid_w) / 2)
     title_size = 8 if cell_w >= 1.5 else 7
-    if title:
-        fig.text(0.5, 1 - 0.1 / fh, _shorten(title, int(fw * 72 / 6.5)), ha="center", va="top", fontsize=11,
-                 fontweight="bold")
-    for i, (img, m) in enumerate(zip(imgs, maps, strict=True)):
+    if title:  # two lines at most: a narrow grid wraps it instead of cutting it
+        fig.text(0.5, 1 - 0.08 / fh, wrap(title, int((fw - 0.25) * 72 / (0.62 * 11)), 2), ha="center", va="top",
+                 fontsize=11, fontweight="bold", linespacing=1.05)
+    _footer(fig, footer)
+    y = fh - _GRID_TOP + _GAP
+    for i, (img, m, cell_h) in enumerate(zip(imgs, maps, heights, strict=True)):
         h, w = img.shape[:2]
         up = upsample_map(m, (h, w))
-        y = fh - _GRID_TOP - (i + 1) * cell_h - i * _GAP
+        y -= cell_h + _GAP
         for j in range(ncols):
             x = x0 + j * (cell_w + _GAP)
             shown = img if j == 0 else overlay(img, up[j - 1], mode=mode, cmap=cmap, alpha=alpha)
-            _image_axes(fig, _fit(h / w, (x, y, cell_w, cell_h)), shown)
+            ax = image_axes(fig, fit_box(h / w, (x, y, cell_w, cell_h)), shown)
+            if j > 0 and outliers is not None and outliers[i] is not None:
+                mark_patches(ax, outliers[i], (h, w))
             if i == 0:
                 # column titles sit at a fixed height above the first row, whatever the photo's aspect
                 fig.text((x + cell_w / 2) / fw, (y + cell_h + 0.06) / fh,
-                         _shorten(column_titles[j], int(cell_w * 72 / (0.6 * title_size))),
+                         shorten(column_titles[j], int(cell_w * 72 / (0.6 * title_size))),
                          ha="center", va="bottom", fontsize=title_size)
         if row_labels is not None:
             limit = int((_GRID_LEFT - 0.125) * 72 / (0.62 * 7))  # ~0.6 em per character, wide letters included
-            lines = [_wrap(s, limit, 2) for s in str(row_labels[i]).split("\n")[:2]]
+            room = max(2, int(cell_h * 72 / (1.2 * 7)))  # 7 pt lines beside this row
+            parts = str(row_labels[i]).split("\n")[:2]
+            first = wrap(parts[0], limit, 2)
+            lines = [first] + [wrap(p, limit, max(1, room - first.count("\n") - 1)) for p in parts[1:]]
             fig.text((x0 - 0.08) / fw, (y + cell_h / 2) / fh, "\n".join(lines), ha="right", va="center",
                      fontsize=7, multialignment="right")
-    grid_h = b * cell_h + (b - 1) * _GAP
+    grid_h = sum(heights) + (b - 1) * _GAP
     bar_h = min(grid_h, 3.0)
     bar_y = fh - _GRID_TOP - grid_h / 2 - bar_h / 2
-    _colorbar(fig, (x0 + grid_w + 0.15, bar_y, 0.12, bar_h), mode, cmap, fontsize=7)
+    label = "brightness kept: each tile \u00f7 its maximum" if mode == "mask" else _SCALE_EACH
+    colorbar(fig, (x0 + grid_w + 0.15, bar_y, 0.12, bar_h), mode, cmap, label=label, fontsize=7)
     return fig
 
 
@@ -444,7 +414,7 @@ def layer_grid(
         the joint map through each layer (``method="cumulative"``), from
         :func:`vitjax.compute_maps`.
       method: ``"layer"`` or ``"cumulative"``; sets column and figure titles.
-      row_labels, title, mode, cmap, alpha, dpi: see :func:`map_grid`.
+      row_labels, title, footer, outliers, mode, cmap, alpha, dpi: see :func:`map_grid`.
     """
     if method not in ("layer", "cumulative"):
         raise ValueError(f"method must be 'layer' or 'cumulative', got {method!r}")
@@ -455,7 +425,7 @@ def layer_grid(
         default = "Each layer's own attention map (class-token row of that layer alone)"
     else:
         cols = ["layer 1"] + [f"layers 1\u2013{i + 1}" for i in range(1, num_layers)]
-        default = "Cumulative rollout: joint attention through layers 1\u2026l"
+        default = "Cumulative rollout: column 'layers 1\u2013k' = joint attention of layers 1 through k"
     return map_grid(photos, maps, column_titles=["original"] + cols, row_labels=row_labels,
                     title=default if title is None else title, **kw)
 
@@ -478,6 +448,7 @@ def head_grid(
         (``compute_maps(...)["heads"][:, layer]``).
       layer: the layer shown, 0-based (titles say ``layer + 1``).
       num_layers: the model's depth, for the title.
+      row_labels, title, footer, outliers, mode, cmap, alpha, dpi: see :func:`map_grid`.
     """
     maps = [np.asarray(m) for m in maps]
     heads = maps[0].shape[0] if maps and maps[0].ndim == 3 else 0
@@ -495,58 +466,10 @@ def rollout_grid(
     title: Optional[str] = None,
     **kw,
 ) -> Figure:
-    """Rows = images, columns = original | joint map (``maps [B, gh, gw]``): a contact sheet."""
+    """Rows = images, columns = original | joint map (``maps [B, gh, gw]``): a contact sheet.
+
+    Keywords as :func:`map_grid`.
+    """
     maps = [np.asarray(m)[None] for m in maps]
     return map_grid(photos, maps, column_titles=["original", "joint attention"], row_labels=row_labels,
                     title="Joint attention (rollout)" if title is None else title, **kw)
-
-
-# --------------------------------------------------------------------------- output
-
-
-def figure_png(fig: Figure) -> bytes:
-    """The figure as PNG bytes, at its own size and dpi (``IPython.display.Image(data=...)``)."""
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=fig.dpi, facecolor="white")
-    return buf.getvalue()
-
-
-def save_figure(fig: Figure, path: Union[str, os.PathLike], *, overwrite: bool = False) -> Path:
-    """Writes ``fig`` as a PNG at ``path``, atomically, at its own size and dpi.
-
-    The PNG goes to a temporary file in the same folder, which is then moved
-    onto ``path`` (``os.replace``), so ``path`` is never a partial file. The
-    folder must exist.
-
-    Args:
-      overwrite: replace an existing file; otherwise refuse it.
-
-    Returns:
-      ``path`` as a :class:`pathlib.Path`.
-
-    Raises:
-      FileExistsError: ``path`` exists and ``overwrite`` is False.
-      OSError: the folder is missing or not writable.
-    """
-    path = Path(path)
-    data = figure_png(fig)
-    return write_atomic(path, data, overwrite=overwrite)
-
-
-def photo_array(image, max_side: Optional[int] = None) -> np.ndarray:
-    """uint8 ``[h, w, 3]`` of a PIL image (or anything :func:`vitjax.load_image` reads).
-
-    With ``max_side``, a photo whose long side is larger is shrunk (Lanczos,
-    aspect ratio kept) so figures of huge photos stay light; smaller photos
-    keep their own size.
-    """
-    from PIL import Image
-
-    from vitjax.preprocess import load_image
-
-    image = load_image(image)
-    if max_side is not None and max(image.size) > max_side:
-        scale = max_side / max(image.size)
-        size = (max(1, round(image.size[0] * scale)), max(1, round(image.size[1] * scale)))
-        image = image.resize(size, Image.LANCZOS)
-    return np.asarray(image.convert("RGB"), dtype=np.uint8)

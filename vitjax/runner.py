@@ -1,0 +1,271 @@
+"""The loop of :func:`vitjax.visualize.run`: batches in, per-image figures, grid pages, TSV and maps out.
+
+Kept apart from :mod:`vitjax.visualize` (which gathers images and holds the
+settings) so each stays small; use :func:`vitjax.visualize.run`, not this class.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from vitjax import plotting
+from vitjax.io import file_sha256, one_line, save_maps, write_atomic
+from vitjax.labels import NO_HEAD, class_label, topk
+from vitjax.visualize import (
+    MAP_METHODS,
+    OUTLIER_RATIO,
+    ImageItem,
+    RunResult,
+    RunSettings,
+    all_methods,
+    outlier_share,
+    outlier_tokens,
+    safe_name,
+)
+
+__all__ = ["Runner"]
+
+_TSV_HEADER = "image\ttrue_class\trank\tclass_index\tclass_name\tprobability"
+_NO_PREDICTIONS = {"none": "no classification head (the model outputs features)",
+                   "zero": f"{NO_HEAD} (the classifier weights are all zero)"}
+
+
+def _reason(item: ImageItem, why: str) -> str:
+    """The skip reason without the path (the message's prefix, or quoted inside it): the list names it once."""
+    why = one_line(why)
+    for prefix in (str(item.path), item.path.name):
+        if why.startswith(prefix + ": "):
+            why = why[len(prefix) + 2:]
+            break
+    for quoted in (f" '{item.path}'", f' "{item.path}"', f" {item.path}"):  # e.g. PIL's own message
+        why = why.replace(quoted, "")
+    return why
+
+
+class Runner:
+    """One run's state; :meth:`run` does the work (see :func:`vitjax.visualize.run`)."""
+
+    def __init__(self, model, params, items: Sequence[ImageItem], run_dir: Path, settings: RunSettings,
+                 out: Callable[[str], None], err: Callable[[str], None]):
+        from vitjax.checkpoint import head_is_zero
+
+        s = self.s = settings
+        cfg = self.cfg = model.config
+        self.model, self.params, self.items, self.run_dir, self.out, self.err = model, params, items, run_dir, out, err
+        if s.method not in all_methods():
+            raise ValueError(f"method must be one of {', '.join(all_methods())}, got {s.method!r}")
+        self.head = "none" if cfg.num_classes is None else ("zero" if head_is_zero(params) else "trained")
+        self.explains = s.method not in MAP_METHODS
+        if self.explains and self.head != "trained":
+            raise ValueError(f"method {s.method!r} explains a class, but the model has "
+                             f"{'no classification head' if self.head == 'none' else NO_HEAD}; use "
+                             f"{', '.join(MAP_METHODS)}")
+        if not -cfg.num_layers <= s.layer < cfg.num_layers:
+            raise ValueError(f"layer must be in [{-cfg.num_layers}, {cfg.num_layers - 1}] (0-based), got {s.layer}")
+        self.layer0 = s.layer % cfg.num_layers
+        self.sha256 = file_sha256(s.checkpoint_path) if s.checkpoint_path else None
+        name = Path(s.checkpoint_path).name if s.checkpoint_path else (s.checkpoint or "checkpoint")
+        self.footer = plotting.provenance(name, s.options, s.precision, sha256=self.sha256)
+        self.style = dict(mode=s.mode, cmap=s.cmap, alpha=s.alpha, dpi=s.dpi)
+        self.width = max(3, len(str(len(items))))
+        self.result = RunResult()
+        self.tsv = [_TSV_HEADER]
+        self.kept: Dict[str, list] = {}
+        self.meta: Dict[str, list] = {"sizes": [], "outliers": [], "targets": []}
+        self.page: List[Tuple[np.ndarray, np.ndarray, str, Optional[np.ndarray]]] = []
+        self.pages = 0
+
+    # ------------------------------------------------------------------ loading and maps
+
+    def _load(self, item: ImageItem):
+        from vitjax.drawing import photo_array
+        from vitjax.preprocess import load_image, preprocess
+
+        x = preprocess(item.path, self.cfg, resize=self.s.resize)
+        image = load_image(item.path)
+        summary = photo_array(image, max(1024, int(9 * self.s.dpi))) if self.s.summary else None
+        thumb = photo_array(image, max(256, int(3 * self.s.dpi))) if self.s.grid else None
+        return x, (summary, thumb, (image.height, image.width))
+
+    def _maps(self, images: np.ndarray) -> Dict[str, np.ndarray]:
+        import jax.numpy as jnp
+
+        from vitjax.maps import compute_maps
+
+        x = jnp.asarray(images)
+        maps = {k: np.asarray(v) for k, v in compute_maps(self.model, self.params, x, self.s.options,
+                                                          lean=self.s.lean).items()}
+        if self.explains:
+            from vitjax import explain
+
+            cm, _ = explain.class_maps(self.model, self.params, x, method=self.s.method, target=self.s.target,
+                                       options=self.s.options)
+            maps["class"] = np.asarray(cm)
+        return maps
+
+    # ------------------------------------------------------------------ the loop
+
+    def run(self, advance: Callable[[int], object]) -> RunResult:
+        from vitjax.pipeline import padded_batches
+
+        s, items = self.s, self.items
+        batch = max(1, min(s.batch_size, len(items)))
+        shape = tuple(self.cfg.image_size) + (3,)
+        for b in padded_batches(items, self._load, batch, shape=shape):
+            for item, why in b.failed:
+                reason = _reason(item, why)
+                self.result.skipped.append((item, reason))
+                self.err(f"warning: skipped {item.path}: {reason}")
+            if b.count:
+                maps = self._maps(b.images)
+                idx, prob = (topk(maps["logits"], s.topk) if self.head == "trained"
+                             else (np.zeros((batch, 0), np.int32), np.zeros((batch, 0), np.float32)))
+                for row, item, extra in b.loaded():
+                    self._image(item, extra, {k: v[row] for k, v in maps.items()}, idx[row], prob[row])
+            advance(len(b.items))
+        self._flush_grid()
+        if self.result.processed:
+            self.result.written.append(write_atomic(self.run_dir / "predictions.tsv",
+                                                    ("\n".join(self.tsv) + "\n").encode("utf-8"),
+                                                    overwrite=s.overwrite))
+            if s.save_maps:
+                self.result.maps_file = self._save_maps()
+                self.result.written.append(self.result.maps_file)
+        return self.result
+
+    def _image(self, item: ImageItem, extra, maps: Dict[str, np.ndarray], idx, prob) -> None:
+        s = self.s
+        summary_photo, thumb, size = extra
+        number = len(self.result.processed) + 1  # numbered as processed: skipped images leave no gap
+        labels = [class_label(c, s.names) for c in idx]
+        lines = [item.display + (f"  (true class: {item.true_class})" if item.true_class else "")]
+        if self.head != "trained":
+            lines.append(f"   {_NO_PREDICTIONS[self.head]}: no predictions")
+            self.tsv.append("\t".join([str(item.path), item.true_class or "", "", "", _NO_PREDICTIONS[self.head],
+                                       ""]))
+        for r, (c, p, name) in enumerate(zip(idx, prob, labels, strict=True), 1):
+            lines.append(f"  {r:2d}. {p:.4f}  {name if s.names is None else f'{name} ({c})'}")
+            self.tsv.append("\t".join([str(item.path), item.true_class or "", str(r), str(int(c)),
+                                       name.replace("\t", " "), f"{p:.6f}"]))
+        self.out("\n".join(lines))
+
+        mask = outlier_tokens(maps["token_norms"]) if "token_norms" in maps else None
+        note = None
+        if mask is not None and mask.any():
+            share = outlier_share(maps["rollout"], mask)
+            n = int(mask.sum())
+            what = f"{n} high-norm token{'s' if n > 1 else ''} (\u25a1, norm > {OUTLIER_RATIO:g}\u00d7 median)"
+            note = (f"rollout dominated by {what}: {share:.0%} of its mass" if share > 0.5
+                    else f"{what}: {share:.0%} of the rollout's mass")
+        else:
+            mask = None
+        target = None
+        if self.explains:
+            target = int(idx[0]) if s.target is None else int(s.target)
+            self.meta["targets"].append(target)
+        top1 = f"{labels[0]} ({prob[0]:.3f})" if labels else ""
+        if s.summary:
+            title = f"{item.display}   " + (f"top-1: {top1}" if top1 else _NO_PREDICTIONS[self.head].split(" (")[0])
+            if item.true_class:
+                title += f"   true class: {item.true_class}"
+            joint, map_title = maps["rollout"], "joint attention (rollout)"
+            if self.explains:
+                joint, map_title = maps["class"], f"{s.method} map of class {class_label(target, s.names)}"
+            fig = plotting.summary_figure(
+                summary_photo, joint, labels=labels or None, probs=prob if labels else None,
+                head_maps=maps["heads"][-1] if self.head != "trained" else None,
+                heads_title=f"layer {self.cfg.num_layers} of {self.cfg.num_layers}: each head's class-token "
+                            "attention",
+                no_predictions=_NO_PREDICTIONS.get(self.head, ""), outliers=mask, note=note,
+                original_size=size, title=title, footer=self.footer, map_title=map_title, **self.style)
+            name = f"{number:0{self.width}d}-{safe_name(item.display)}.png"
+            self.result.written.append(plotting.save_figure(fig, self.run_dir / name, overwrite=s.overwrite))
+        if s.grid:
+            grid_maps = {"layer": lambda: maps["layer"], "cumulative": lambda: maps["cumulative"],
+                         "heads": lambda: maps["heads"][self.layer0], "rollout": lambda: maps["rollout"][None]}
+            gm = grid_maps[s.method]() if not self.explains else np.stack([maps["rollout"], maps["class"]])
+            label = item.display + (f"\ntop-1 {prob[0]:.3f}: {labels[0]}" if labels else f"\n{NO_HEAD}"
+                                    if self.head == "zero" else "")
+            self.page.append((thumb, gm, label, mask))
+            if len(self.page) >= s.grid_rows:
+                self._flush_grid()
+        self.result.processed.append(item)
+        self.meta["sizes"].append(list(size))
+        self.meta["outliers"].append(int(mask.sum()) if mask is not None else 0)
+        if s.save_maps:
+            keep = {k: maps[k] for k in ("rollout", "layer", "cumulative", "token_norms", "class") if k in maps}
+            keep.update(heads=maps["heads"][self.layer0], topk_indices=np.asarray(idx, np.int32),
+                        topk_probs=np.asarray(prob, np.float32))
+            for k, v in keep.items():
+                self.kept.setdefault(k, []).append(v)
+
+    def _flush_grid(self) -> None:
+        if not self.page:
+            return
+        s, cfg = self.s, self.cfg
+        self.pages += 1
+        photos, maps, labels, masks = (list(t) for t in zip(*self.page, strict=True))
+        self.page.clear()
+        kw = dict(row_labels=labels, footer=self.footer, outliers=masks, **self.style)
+        if s.method in ("layer", "cumulative"):
+            fig = plotting.layer_grid(photos, maps, method=s.method, **kw)
+            name = f"grid-{s.method}-{self.pages:02d}.png"
+        elif s.method == "heads":
+            fig = plotting.head_grid(photos, maps, layer=self.layer0, num_layers=cfg.num_layers, **kw)
+            name = f"grid-heads-layer{self.layer0 + 1}-{self.pages:02d}.png"
+        elif s.method == "rollout":
+            fig = plotting.rollout_grid(photos, [m[0] for m in maps], **kw)
+            name = f"grid-rollout-{self.pages:02d}.png"
+        else:
+            fig = plotting.map_grid(photos, maps, column_titles=["original", "joint attention (rollout)", s.method],
+                                    title=f"Joint attention and the class-specific {s.method} map", **kw)
+            name = f"grid-{s.method}-{self.pages:02d}.png"
+        self.result.written.append(plotting.save_figure(fig, self.run_dir / name, overwrite=s.overwrite))
+
+    # ------------------------------------------------------------------ the maps file
+
+    def _save_maps(self) -> Path:
+        from vitjax import __version__
+
+        s, cfg, done = self.s, self.cfg, self.result.processed
+        arrays = {k: np.stack(v) for k, v in self.kept.items()}
+        arrays["topk_indices"] = arrays["topk_indices"].astype(np.int32).reshape(len(done), -1)
+        arrays["topk_probs"] = arrays["topk_probs"].astype(np.float32).reshape(len(done), -1)
+        metadata = {
+            "vitjax_version": __version__,
+            "created": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+            "images": [os.path.abspath(item.path) for item in done],
+            "display_names": [item.display for item in done],
+            "true_classes": [item.true_class for item in done],
+            "original_sizes": self.meta["sizes"],
+            "grid": list(cfg.grid),
+            "image_size": list(cfg.image_size),
+            "num_layers": cfg.num_layers,
+            "num_heads": cfg.num_heads,
+            "num_classes": cfg.num_classes,
+            "head": {"trained": "trained", "zero": NO_HEAD, "none": "none"}[self.head],
+            "method": s.method,
+            "heads_layer": self.layer0 + 1,
+            "options": s.options.to_dict(),
+            "precision": s.precision,
+            "dtype": s.dtype,
+            "lean": s.lean,
+            "resize": s.resize,
+            "run": {"topk": s.topk, "labels": s.labels, "overlay": s.mode},
+            "outlier_ratio": OUTLIER_RATIO,
+            "outlier_counts": self.meta["outliers"],
+            "topk_labels": [[class_label(c, s.names) for c in row] for row in arrays["topk_indices"]],
+            "checkpoint": s.checkpoint,
+            "checkpoint_path": os.path.abspath(s.checkpoint_path) if s.checkpoint_path else None,
+            "checkpoint_sha256": self.sha256,
+            "layer_numbering": "arrays index layers from 0; heads_layer and figure titles count from 1",
+        }
+        if self.explains:
+            metadata["class_targets"] = self.meta["targets"]
+            arrays["class_maps"] = arrays.pop("class")
+        return save_maps(self.run_dir / "maps.msgpack", arrays, metadata, overwrite=s.overwrite)
