@@ -172,6 +172,7 @@ def distance_figure(mad: Optional[Sequence[Sequence[Optional[float]]]], *, title
             ax.legend(fontsize=7, ncol=2)
     else:
         ax.text(0.5, 0.5, "no images", ha="center", va="center", transform=ax.transAxes)
+    ax.set_ylim(bottom=0)
     ax.set_xlabel("network depth (layer)")
     ax.set_ylabel("mean attention distance (pixels)")
     ax.grid(alpha=0.3)

@@ -33,7 +33,6 @@ barrier (``jax.experimental.multihost_utils.sync_global_devices``).
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import os
 import sys
@@ -54,6 +53,7 @@ from vitjax.datasets import (
     sample_records,
 )
 from vitjax.io import file_sha256, one_line, write_atomic
+from vitjax.options import RolloutOptions
 from vitjax.pipeline import Batch, local_mesh, padded_batches, process_items, replicate, round_batch_size, shard_batch
 
 __all__ = ["Target", "run", "load_target", "map_names", "maps_program", "score_row", "map_metrics_step", "evaluate",
@@ -128,18 +128,6 @@ def load_target(record: ImageRecord, grid_size: Tuple[int, int]) -> Target:
     return Target(*shown, mask=area_fraction(mask, grid_size) >= 0.5, box=area_fraction(boxm, grid_size))
 
 
-def _compute_maps(model, params, images, options):
-    """``compute_maps(..., keep_attention=True)`` with ``options`` (RolloutOptions) when this vitjax takes them."""
-    from vitjax.maps import compute_maps
-
-    if options is None:
-        return compute_maps(model, params, images, keep_attention=True)
-    if "options" in inspect.signature(compute_maps).parameters:
-        return compute_maps(model, params, images, options=options, keep_attention=True)
-    return compute_maps(model, params, images, keep_attention=True, **{  # before RolloutOptions
-        k: getattr(options, k) for k in ("head_fusion", "discard_ratio", "start_layer", "residual")})
-
-
 def map_names(num_layers: int) -> List[str]:
     """Names of the scored maps: the joint map, each layer's own, each cumulative, then the two baselines."""
     return (["joint"] + [f"layer{i:02d}" for i in range(1, num_layers + 1)]
@@ -166,27 +154,24 @@ def maps_program(model, *, options=None, scale: int = 4) -> Tuple[Callable, Tupl
     import jax.numpy as jnp
 
     from vitjax.attention import upsample
+    from vitjax.maps import compute_maps
     from vitjax.metrics import eval_size, mean_attention_distance
 
     cfg = model.config
     size = eval_size(cfg.grid, scale)
-    try:
-        key = (cfg, options, int(scale))
+    options = (RolloutOptions() if options is None else options).for_config(cfg)
+    key = (cfg, options, int(scale))
+    if key in _PROGRAMS:
         return _PROGRAMS[key], size
-    except TypeError:  # unhashable options: no caching
-        key = None
-    except KeyError:
-        pass
 
     @jax.jit
     def fn(params, images):
-        out = _compute_maps(model, params, images, options)
+        out = compute_maps(model, params, images, options, keep_attention=True)
         maps = jnp.concatenate([out["rollout"][:, None], out["layer"], out["cumulative"]], axis=1)
         mad = mean_attention_distance(out["attention"], cfg.grid, cfg.stride, cfg.num_prefix_tokens)
         return upsample(maps, size), mad
 
-    if key is not None:
-        _PROGRAMS[key] = fn
+    _PROGRAMS[key] = fn
     return fn, size
 
 
@@ -341,11 +326,11 @@ def _meta(record: ImageRecord, key) -> Row:
 # --------------------------------------------------------------------------- the command
 
 
-def _identity(ckpt, data, options, scale: int) -> Dict[str, Any]:
+def _identity(ckpt, data, options: RolloutOptions, scale: int) -> Dict[str, Any]:
     path = Path(os.path.expanduser(os.fspath(ckpt)))
     return {"checkpoint": path.name, "checkpoint_sha256": file_sha256(path) if path.is_file() else None,
             "data": str(Path(os.path.expanduser(os.fspath(data))).resolve()), "scale": int(scale),
-            "options": options.to_dict() if options is not None and hasattr(options, "to_dict") else None}
+            "options": options.to_dict()}
 
 
 def _claim(out: Path, ident: Dict[str, Any]) -> None:
@@ -392,6 +377,7 @@ def evaluate(ckpt, data, out, *, batch_size: int = 32, options=None, scale: int 
     out = Path(out)
     records = sample_records(dataset_records(data), per_class=per_class, sample=sample, seed=seed)
     model, params = load_checkpoint(ckpt, image_size=image_size)
+    options = (RolloutOptions() if options is None else options).for_config(model.config)
     out.mkdir(parents=True, exist_ok=True)
     ident = _identity(ckpt, data, options, scale)
     ident["image_size"] = list(model.config.image_size)
@@ -435,6 +421,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--head-fusion", default="mean", choices=("mean", "max", "min"))
     p.add_argument("--discard-ratio", type=float, default=0.0)
     p.add_argument("--start-layer", type=int, default=0)
+    p.add_argument("--no-residual", action="store_true", help="rollout without the identity for the residual")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
@@ -469,13 +456,6 @@ def _size(values):
     return tuple(positive_int("--image-size", v) for v in (values * 2)[:2])
 
 
-def _options(args):
-    try:
-        from vitjax.options import RolloutOptions
-    except ImportError:  # before RolloutOptions
-        from types import SimpleNamespace
-
-        return SimpleNamespace(head_fusion=args.head_fusion, discard_ratio=args.discard_ratio,
-                               start_layer=args.start_layer, residual=True)
+def _options(args) -> RolloutOptions:
     return RolloutOptions(head_fusion=args.head_fusion, discard_ratio=args.discard_ratio,
-                          start_layer=args.start_layer)
+                          start_layer=args.start_layer, residual=not args.no_residual)
