@@ -30,11 +30,9 @@ from vitjax.formats import (
 torch = pytest.importorskip("torch")
 timm = pytest.importorskip("timm")
 transformers = pytest.importorskip("transformers")
+from conftest import EPS32  # noqa: E402
 from reference import attention_hooks  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
-
-EPS32 = float(np.finfo(np.float32).eps)
-
 
 # --- helpers ----------------------------------------------------------------------------------
 
