@@ -292,7 +292,7 @@ def check_tree(
         raise CheckpointError(f"{where}: " + "; ".join(parts))
 
 
-def read_checkpoint(path: PathLike) -> Tuple[Flat, Dict[str, Any]]:
+def read_checkpoint(path: PathLike, *, num_heads: Optional[int] = None) -> Tuple[Flat, Dict[str, Any]]:
     """Reads a checkpoint file into Google's flat tree, never unpickling anything.
 
     Returns:
@@ -310,7 +310,7 @@ def read_checkpoint(path: PathLike) -> Tuple[Flat, Dict[str, Any]]:
     if where.lower().endswith(".safetensors") or _looks_like_safetensors(where):
         from vitjax.formats import read_safetensors
 
-        return read_safetensors(where)
+        return read_safetensors(where, num_heads=num_heads)
     return load_npz(where), {}
 
 
@@ -408,6 +408,9 @@ def load_checkpoint(
     gelu_approximate: Optional[bool] = None,
     dtype=jnp.float32,
     matmul_precision: str = "float32",
+    num_heads: Optional[int] = None,
+    pixel_mean: Optional[Tuple[float, float, float]] = None,
+    pixel_std: Optional[Tuple[float, float, float]] = None,
 ):
     """Loads a ViT checkpoint; the architecture and the family's semantics are read from the file.
 
@@ -428,6 +431,13 @@ def load_checkpoint(
       matmul_precision: ``"float32"`` (default; exact float32 products on any
         device), ``"tensorfloat32"`` or ``"bfloat16"`` (faster on GPUs/TPUs,
         about 1e-3 / 1e-2 relative error); see ``ViTConfig.matmul_precision``.
+      num_heads: heads per layer for a ``.safetensors`` file whose fused or
+        per-projection weights do not say it and that has no metadata or
+        ``config.json`` beside it (default: head width 64, as in ViT, DeiT and
+        DINOv2); ignored for Google's files, whose kernels store the heads.
+      pixel_mean, pixel_std: override the normalisation the family implies
+        (3 numbers each, [0, 1] pixel units), e.g. ImageNet statistics for a
+        DeiT file saved without its ``config.json``.
 
     Returns:
       ``(model, params)``: a :class:`vitjax.ViT` whose ``config`` describes the
@@ -444,13 +454,15 @@ def load_checkpoint(
     with a one-line warning on stderr naming the file; see :func:`head_is_zero`.
     """
     where = _resolve(path)
-    flat, info = read_checkpoint(where)
+    flat, info = read_checkpoint(where, num_heads=num_heads)
     flat = strip_wrappers(flat, where=where)
     check_arrays(flat, where=where)
     flat = rename_legacy(flat)
     config = infer_config(flat, where=where).replace(matmul_precision=matmul_precision, **info)
     if gelu_approximate is not None:
         config = config.replace(gelu_approximate=bool(gelu_approximate))
+    if pixel_mean is not None or pixel_std is not None:
+        config = config.replace(pixel_mean=pixel_mean or config.pixel_mean, pixel_std=pixel_std or config.pixel_std)
     if image_size is not None:
         grid_old = config.grid
         config = config.replace(image_size=image_size)

@@ -61,9 +61,10 @@ class ViTConfig:
       posemb_resize: how the loader resizes the position grid to another
         resolution, as the file's own framework does: ``"zoom_linear"``
         (Google: ``scipy.ndimage.zoom(order=1)``), ``"timm"`` (timm's
-        ``resample_abs_pos_embed``: bicubic with antialiasing) or
-        ``"bicubic"`` (Hugging Face DINOv2: bicubic a = -0.75, half-pixel,
-        no antialiasing, size-based).
+        ``resample_abs_pos_embed``: bicubic with antialiasing; also Hugging
+        Face ``Dinov2WithRegistersModel``) or ``"bicubic"`` (Hugging Face
+        ``Dinov2Model`` and ``ViTModel``: bicubic a = -0.75, half-pixel, no
+        antialiasing, size-based).
       source: where the weights came from, for display ("google", "timm",
         "huggingface", ...).
     """
