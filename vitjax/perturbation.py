@@ -1,0 +1,444 @@
+"""The perturbation test of explanation maps (Chefer, Gur & Wolf, CVPR 2021), batched and jitted.
+
+Protocol, as in their ``baselines/ViT/pertubation_eval_from_hdf5.py`` and
+``generate_visualizations.py`` (Transformer-Explainability):
+
+1. each map ``[gh, gw]`` is upsampled bilinearly (half-pixel centres, as
+   ``F.interpolate(scale_factor=16, mode="bilinear")``) to the input ``[H, W]``
+   and min-max normalised;
+2. for k in 10 %, 20 %, ..., 90 %, the ``int(H * W * k)`` pixels with the
+   highest map values (*positive* perturbation: most relevant first) or the
+   lowest (*negative*: least relevant first) are set to 0 in [0, 1] pixel space,
+   i.e. before the model's normalisation ``(x - mean) / std`` -- so a removed
+   pixel enters the model as ``-mean / std`` in every channel;
+3. top-1 correctness of the perturbed image against the true label (their
+   ``target``) or, for unlabelled data, the clean image's predicted class;
+4. AUC: the trapezoidal rule over x = 0, 0.1, ..., 0.9 of the accuracy,
+   the clean accuracy at x = 0 included, times 100 (at most 90).
+
+Ties between equal map values are broken by pixel index (row-major, lower
+first) for both orders; PyTorch's ``topk`` leaves them unspecified.
+Their published ViT-B/16 numbers (ImageNet val, predicted class explained):
+negative: rollout 53.1, relevance propagation 54.16; positive: relevance
+propagation 17.03. :func:`run_perturbation` runs the test over a dataset
+through the resumable runner of :mod:`vitjax.evaluate`;
+``python -m vitjax.perturbation --help`` is its command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import functools
+import io
+import json
+import sys
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from vitjax.options import RolloutOptions
+
+__all__ = ["STEPS", "ORDERS", "RUNNER_METHODS", "ModelApply", "removal_counts", "fill_value", "pixel_ranks",
+           "remove_pixels", "perturbation_correct", "auc", "relabel", "perturbation_step", "summarize",
+           "run_perturbation", "write_results", "plot_curves", "main"]
+
+STEPS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)  # fractions of the pixels removed
+ORDERS = ("positive", "negative")  # most relevant first / least relevant first
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelApply:
+    """``apply(params, images) -> logits`` of a :class:`vitjax.ViT` (hashable: a jit static argument)."""
+
+    model: Any
+
+    def __call__(self, params, images):
+        return self.model.apply({"params": params}, images)
+
+
+def removal_counts(num_pixels: int, steps: Sequence[float] = STEPS) -> Tuple[int, ...]:
+    """Pixels removed at each step: ``int(num_pixels * k)`` (as the published code), 0 first.
+
+    Raises:
+      ValueError: a step outside [0, 1].
+    """
+    for k in steps:
+        if not 0.0 <= float(k) <= 1.0:
+            raise ValueError(f"steps must be fractions in [0, 1], got {k!r}")
+    return (0,) + tuple(int(num_pixels * float(k)) for k in steps)
+
+
+def fill_value(pixel_mean: Sequence[float], pixel_std: Sequence[float]) -> jnp.ndarray:
+    """``[3]`` float32: a pixel set to 0 in [0, 1] space, after ``(x - mean) / std``."""
+    return -jnp.asarray(pixel_mean, jnp.float32) / jnp.asarray(pixel_std, jnp.float32)
+
+
+@functools.partial(jax.jit, static_argnames=("size", "positive"))
+def pixel_ranks(maps, *, size: Tuple[int, int], positive: bool) -> jnp.ndarray:
+    """Removal order of every pixel: ``maps [B, gh, gw]`` -> int32 ``[B, H, W]``, 0 = removed first.
+
+    Maps are upsampled bilinearly (half-pixel centres, no antialiasing) to
+    ``size = (H, W)`` and min-max normalised per image; ``positive`` ranks the
+    highest values first, otherwise the lowest; ties go to the lower pixel index.
+    """
+    h, w = size
+    maps = jnp.asarray(maps, jnp.float32)
+    up = jax.image.resize(maps, maps.shape[:-2] + (h, w), method="bilinear", antialias=False).reshape(-1, h * w)
+    lo, hi = up.min(axis=1, keepdims=True), up.max(axis=1, keepdims=True)
+    up = jnp.where(hi > lo, (up - lo) / jnp.where(hi > lo, hi - lo, 1.0), 0.0)
+    order = jnp.argsort(-up if positive else up, axis=1, stable=True)  # pixel indices, removal order
+
+    def invert(o):
+        return jnp.zeros_like(o).at[o].set(jnp.arange(o.shape[0], dtype=o.dtype))
+
+    return jax.vmap(invert)(order).astype(jnp.int32).reshape(-1, h, w)
+
+
+def remove_pixels(images, ranks, count, fill) -> jnp.ndarray:
+    """``images [B, H, W, 3]`` with the ``count`` first-ranked pixels set to ``fill [3]`` (model units)."""
+    return jnp.where((ranks < count)[..., None], fill.astype(images.dtype), images)
+
+
+@functools.partial(jax.jit, static_argnames=("apply_fn",))
+def _curve(apply_fn, params, images, ranks, labels, fill, counts):
+    def step(count):
+        return jnp.argmax(apply_fn(params, remove_pixels(images, ranks, count, fill)), axis=-1).astype(jnp.int32)
+
+    preds = jax.lax.map(step, counts)  # [1 + K, B]; counts[0] = 0: the clean images
+    truth = jnp.where(labels < 0, preds[0], labels)
+    return preds == truth[None], preds
+
+
+def perturbation_correct(
+    apply_fn: Callable,
+    params,
+    images,
+    maps,
+    labels=None,
+    *,
+    positive: bool,
+    steps: Sequence[float] = STEPS,
+    pixel_mean: Sequence[float] = (0.5, 0.5, 0.5),
+    pixel_std: Sequence[float] = (0.5, 0.5, 0.5),
+) -> Tuple[np.ndarray, np.ndarray]:
+    """Top-1 correctness of each image at 0 % and at each step of pixel removal.
+
+    Args:
+      apply_fn: hashable ``apply_fn(params, images [B, H, W, 3]) -> logits [B, C]``
+        (a jit static argument), e.g. ``ModelApply(model)``.
+      images: ``[B, H, W, 3]`` float32, already normalised for the model.
+      maps: ``[B, gh, gw]`` (any grid; upsampled to ``H x W``).
+      labels: int ``[B]`` true classes; ``None`` or entries < 0 mean the clean
+        image's predicted class.
+      positive: remove the highest-ranked pixels first (else the lowest).
+      steps: fractions removed after the clean point (default 0.1 ... 0.9).
+      pixel_mean, pixel_std: the model's normalisation in [0, 1] pixel units.
+
+    Returns:
+      ``(correct [1 + K, B] bool, predictions [1 + K, B] int32)``; row 0 is the
+      clean image (0 pixels removed, the input unchanged).
+
+    Raises:
+      ValueError: shapes that do not match, a step outside [0, 1].
+    """
+    images = jnp.asarray(images)
+    if images.ndim != 4 or images.shape[-1] != 3:
+        raise ValueError(f"images must be [B, H, W, 3], got shape {images.shape}")
+    b, h, w, _ = images.shape
+    if np.ndim(maps) != 3 or np.shape(maps)[0] != b:
+        raise ValueError(f"maps must be [B, gh, gw] with B = {b}, got shape {np.shape(maps)}")
+    labels = np.full((b,), -1) if labels is None else np.asarray(labels)
+    if labels.shape != (b,) or not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"labels must be an int array of shape ({b},), got {labels.dtype} {labels.shape}")
+    counts = jnp.asarray(removal_counts(h * w, steps), jnp.int32)
+    ranks = pixel_ranks(maps, size=(h, w), positive=bool(positive))
+    correct, preds = _curve(apply_fn, params, images, ranks, jnp.asarray(labels, jnp.int32),
+                            fill_value(pixel_mean, pixel_std), counts)
+    return np.asarray(correct), np.asarray(preds)
+
+
+def auc(accuracy, steps: Sequence[float] = STEPS) -> float:
+    """Area under the accuracy curve ``[1 + K]`` (fractions; x = 0 then ``steps``), trapezoidal rule, x100."""
+    x = np.asarray((0.0,) + tuple(float(s) for s in steps))
+    y = np.asarray(accuracy, np.float64)
+    if y.shape != x.shape:
+        raise ValueError(f"accuracy must have {x.size} points (clean + {x.size - 1} steps), got shape {y.shape}")
+    return float(np.sum((y[1:] + y[:-1]) * np.diff(x)) / 2 * 100)
+
+
+# --- the dataset runner -----------------------------------------------------------------------
+
+RUNNER_METHODS = ("rollout", "generic", "grad_rollout", "attention_gradcam", "last_layer")
+
+
+def relabel(records: Sequence[Any], labels: Union[str, Mapping[str, int]] = "dataset") -> list:
+    """Chooses what each image is scored against: a copy of ``records`` with new labels.
+
+    ``labels``: ``"dataset"`` keeps them (a folder of class folders is labelled by
+    sorted folder index, which for ImageNet's ``val/<wnid>/`` layout is the
+    1000-class index of Google's and timm's heads); ``"predicted"`` drops them (each
+    image is scored against its clean prediction); a mapping from class-folder name
+    to the model's class index (images of other folders keep no label).
+    """
+    if labels == "dataset":
+        return list(records)
+    if labels == "predicted":
+        return [dataclasses.replace(r, label=None) for r in records]
+    if not isinstance(labels, Mapping):
+        raise ValueError(f"labels must be 'dataset', 'predicted' or a folder -> class mapping, got {labels!r}")
+    return [dataclasses.replace(r, label=None if labels.get(r.class_name) is None else int(labels[r.class_name]))
+            for r in records]
+
+
+def _method_maps(model, params, images, method, target, options):
+    if method == "rollout":
+        from vitjax.maps import attention_maps
+
+        return attention_maps(model, params, images, method="rollout", options=options)[0]
+    from vitjax.explain import class_maps
+
+    return class_maps(model, params, images, method=method, target=target, options=options)[0]
+
+
+def _options_for(options, method) -> RolloutOptions:
+    if isinstance(options, Mapping):
+        return options.get(method, RolloutOptions())
+    return RolloutOptions() if options is None else options
+
+
+def perturbation_step(model, params, *, methods: Sequence[str] = RUNNER_METHODS, explain: str = "predicted",
+                      steps: Sequence[float] = STEPS, options=None, mesh=None) -> Callable:
+    """A per-batch step for :func:`vitjax.evaluate.run`: ``step(batch) -> [row per valid image]``.
+
+    Each row: ``prediction`` (clean top-1), ``scored_label`` (the label, or the
+    prediction for unlabelled images) and, per method and order, ``"<method>_<order>"``:
+    a string of ``1 + K`` characters '1'/'0', top-1 correct at 0 % and at each step.
+    Maps are computed on the batch split over ``mesh`` (default: all local devices).
+
+    Raises:
+      ValueError: unknown method or ``explain``, a headless model.
+    """
+    from vitjax.pipeline import local_mesh, replicate, shard_batch
+
+    if not methods:
+        raise ValueError("methods must name at least one method")
+    for m in methods:
+        if m not in RUNNER_METHODS:
+            raise ValueError(f"methods must be among {', '.join(RUNNER_METHODS)}, got {m!r}")
+    if explain not in ("predicted", "label"):
+        raise ValueError(f"explain must be 'predicted' or 'label', got {explain!r}")
+    c = model.config
+    if not c.num_classes:
+        raise ValueError("the perturbation test needs a classifier; model.config.num_classes is None")
+    mean, std = getattr(c, "pixel_mean", (0.5,) * 3), getattr(c, "pixel_std", (0.5,) * 3)
+    mesh = local_mesh() if mesh is None else mesh
+    params = replicate(params, mesh)
+    apply_fn = ModelApply(model)
+
+    def step(batch) -> List[Dict[str, Any]]:
+        labels = np.full((batch.images.shape[0],), -1, np.int32)
+        labels[: len(batch.items)] = [-1 if r.label is None else r.label for r in batch.items]
+        images = shard_batch(batch.images, mesh)
+        target = None if explain == "predicted" else np.where(labels < 0, 0, labels)  # padding/unlabelled: 0
+        rows: List[Dict[str, Any]] = [{} for _ in batch.rows]
+        for m in methods:
+            maps = _method_maps(model, params, images, m, target, _options_for(options, m))
+            for order in ORDERS:
+                correct, preds = perturbation_correct(apply_fn, params, images, maps, labels, steps=steps,
+                                                      positive=order == "positive", pixel_mean=mean, pixel_std=std)
+                for row, r in zip(rows, batch.rows, strict=True):
+                    row[f"{m}_{order}"] = "".join("1" if v else "0" for v in correct[:, r])
+        for row, r in zip(rows, batch.rows, strict=True):  # preds[0]: the clean images, the same for every map
+            row["prediction"] = int(preds[0, r])
+            row["scored_label"] = int(labels[r]) if labels[r] >= 0 else int(preds[0, r])
+        return rows
+
+    return step
+
+
+def summarize(results: Sequence[Mapping[str, Any]], methods: Sequence[str], steps: Sequence[float] = STEPS
+              ) -> Dict[str, Any]:
+    """Curves and AUCs from the rows of :func:`vitjax.evaluate.run` with :func:`perturbation_step`.
+
+    Returns ``{"steps": [0, ...], "images": n, "failed": [[image, reason]...], "clean_accuracy",
+    "methods": {method: {order: {"accuracy": [1 + K], "auc": float}}}}`` (accuracies as fractions).
+    """
+    ok = [r for r in results if r.get("status", "ok") == "ok"]
+    out: Dict[str, Any] = {"steps": [0.0] + [float(s) for s in steps], "images": len(ok),
+                           "failed": [[r["image"], r["reason"]] for r in results if r.get("status") == "failed"],
+                           "methods": {}}
+    if not ok:
+        raise ValueError("no image could be loaded; nothing to summarise")
+    for m in methods:
+        out["methods"][m] = {}
+        for order in ORDERS:
+            hits = np.array([[ch == "1" for ch in r[f"{m}_{order}"]] for r in ok], np.float64)  # [n, 1 + K]
+            acc = hits.mean(axis=0)
+            out["methods"][m][order] = {"accuracy": [float(a) for a in acc], "auc": auc(acc, steps)}
+    out["clean_accuracy"] = float(np.mean([r["prediction"] == r["scored_label"] for r in ok]))
+    return out
+
+
+def run_perturbation(model, params, records: Sequence[Any], out_dir, *, root, methods: Sequence[str] = RUNNER_METHODS,
+                     explain: str = "predicted", steps: Sequence[float] = STEPS, options=None, batch_size: int = 16,
+                     resize: str = "google", workers: Optional[int] = None, progress: bool = False,
+                     settings: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
+    """The perturbation test over a dataset: resumable, batched, sharded, through :func:`vitjax.evaluate.run`.
+
+    Args:
+      model, params: a classifier (:func:`vitjax.load_checkpoint`).
+      records: :class:`vitjax.datasets.ImageRecord` under ``root``
+        (:func:`vitjax.datasets.dataset_records`, then :func:`relabel`); an
+        image without a label is scored against its clean prediction.
+      out_dir: results folder: ``shards/`` (per batch, atomic; a rerun resumes),
+        ``perturbation_run.json`` (the settings; another run's folder is
+        refused), and from process 0 ``perturbation.json``, ``perturbation.csv``,
+        ``perturbation.png`` (:func:`write_results`).
+      methods: of ``RUNNER_METHODS`` (``"rollout"`` = :func:`vitjax.attention_maps`).
+      explain: the class each class-specific map explains: ``"predicted"``
+        (Chefer et al.'s "top") or ``"label"`` (unlabelled images: class 0).
+      options: one :class:`vitjax.RolloutOptions`, or a mapping method -> options;
+        Chefer et al. ran rollout with ``start_layer=1``.
+      batch_size: images per batch, rounded up to a multiple of the local devices.
+      resize: ``"google"`` or ``"pil"`` (:func:`vitjax.preprocess`; Chefer et al.
+        used torchvision's ``Resize((224, 224))``, i.e. PIL's).
+      settings: extra identity recorded in ``perturbation_run.json`` (checkpoint...).
+
+    Returns:
+      :func:`summarize`'s dict plus ``"settings"``.
+
+    Raises:
+      ValueError: bad method/explain, headless model, a folder of other settings
+        (vitjax.datasets.DatasetError), no image loaded.
+    """
+    import jax
+
+    from vitjax.datasets import DatasetError
+    from vitjax.evaluate import run
+    from vitjax.io import write_atomic
+    from vitjax.pipeline import local_mesh, round_batch_size
+    from vitjax.preprocess import preprocess
+
+    mesh = local_mesh()
+    step = perturbation_step(model, params, methods=methods, explain=explain, steps=steps, options=options, mesh=mesh)
+    c = model.config
+    ident = {"format": "vitjax-perturbation/1", "methods": list(methods), "explain": explain,
+             "steps": [float(s) for s in steps], "resize": resize, "image_size": list(c.image_size),
+             "options": {m: _options_for(options, m).for_config(c).to_dict() for m in methods},
+             **dict(settings or {})}
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    data = (json.dumps(ident, indent=1, sort_keys=True) + "\n").encode()
+    try:
+        write_atomic(out / "perturbation_run.json", data)
+    except FileExistsError:
+        if (out / "perturbation_run.json").read_bytes() != data:
+            raise DatasetError(f"{out}: holds a perturbation run of other settings; use another folder") from None
+
+    def load(record):
+        return preprocess(record.path, c, resize=resize), None
+
+    results = run(records, step, out, root=root, load=load, batch_size=round_batch_size(batch_size, mesh),
+                  shape=tuple(c.image_size) + (3,), workers=workers, progress=progress)
+    summary = {**summarize(results, methods, steps), "settings": ident}
+    if jax.process_index() == 0:
+        write_results(summary, out)
+    return summary
+
+
+def write_results(results: Mapping[str, Any], out_dir) -> List[Path]:
+    """Writes (replacing) ``perturbation.json``, ``perturbation.csv`` (method, order, fraction_removed,
+    accuracy, auc) and ``perturbation.png`` (:func:`plot_curves`) into ``out_dir``, each atomically."""
+    from vitjax.io import write_atomic
+
+    out = Path(out_dir)
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(["method", "order", "fraction_removed", "accuracy", "auc"])
+    for m, orders in results["methods"].items():
+        for order, curve in orders.items():
+            for x, y in zip(results["steps"], curve["accuracy"], strict=True):
+                writer.writerow([m, order, f"{x:g}", f"{y:.6f}", f"{curve['auc']:.4f}"])
+    png = io.BytesIO()
+    plot_curves(results).savefig(png, format="png", dpi=120)
+    return [write_atomic(out / "perturbation.json", (json.dumps(results, indent=1) + "\n").encode(), overwrite=True),
+            write_atomic(out / "perturbation.csv", text.getvalue().encode(), overwrite=True),
+            write_atomic(out / "perturbation.png", png.getvalue(), overwrite=True)]
+
+
+def plot_curves(results: Mapping[str, Any]):
+    """A :class:`matplotlib.figure.Figure` (no pyplot): accuracy against the fraction removed,
+    one panel per order, one line per method, AUC in the legend."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(10, 4), layout="constrained")
+    axes = fig.subplots(1, len(ORDERS), sharey=True)
+    x = 100 * np.asarray(results["steps"])
+    for ax, order in zip(axes, ORDERS, strict=True):
+        for m, orders in results["methods"].items():
+            ax.plot(x, 100 * np.asarray(orders[order]["accuracy"]), marker="o", ms=3,
+                    label=f"{m} (AUC {orders[order]['auc']:.2f})")
+        first = "most" if order == "positive" else "least"
+        ax.set(title=f"{order}: {first} relevant pixels removed first", xlabel="pixels removed (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    axes[0].set_ylabel("top-1 accuracy (%)")
+    fig.suptitle(f"Perturbation test (Chefer, Gur & Wolf, CVPR 2021), {results['images']} images")
+    return fig
+
+
+# --- command line -------------------------------------------------------------------------------
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """``python -m vitjax.perturbation --ckpt CKPT --data ROOT --out DIR``; prints the AUC table.
+
+    Returns the exit status (0 done, 2 bad arguments or data, one line on stderr).
+    """
+    from vitjax.checkpoint import load_checkpoint
+    from vitjax.datasets import dataset_records, sample_records
+    from vitjax.io import one_line
+
+    p = argparse.ArgumentParser(prog="python -m vitjax.perturbation", description=__doc__.splitlines()[0])
+    p.add_argument("--ckpt", required=True, help="checkpoint file (.npz, .safetensors) or name")
+    p.add_argument("--data", required=True, metavar="ROOT", help="folder of class folders (ImageNet val/<wnid>/)")
+    p.add_argument("--out", required=True, metavar="DIR", help="results folder (a rerun resumes)")
+    p.add_argument("--methods", default=",".join(RUNNER_METHODS),
+                   help="comma-separated, of " + ", ".join(RUNNER_METHODS))
+    p.add_argument("--labels", default="dataset", metavar="dataset|predicted|FILE.json",
+                   help="score against the folder's label (sorted folder index; default), the clean prediction, "
+                        "or a JSON {folder: class index}")
+    p.add_argument("--explain", default="predicted", choices=("predicted", "label"), help="class the maps explain")
+    p.add_argument("--rollout-start-layer", type=int, default=1, help="rollout's start layer (Chefer et al.: 1)")
+    p.add_argument("--resize", default="google", choices=("google", "pil"), help="'pil' as torchvision Resize")
+    p.add_argument("--batch-size", type=int, default=16, metavar="B")
+    p.add_argument("--sample", type=int, default=None, metavar="N", help="a seeded random subset of N images")
+    p.add_argument("--workers", type=int, default=None, help="loader threads (default: CPU count)")
+    a = p.parse_args(argv)
+    try:
+        labels: Any = a.labels if a.labels in ("dataset", "predicted") else json.loads(Path(a.labels).read_text())
+        records = relabel(sample_records(dataset_records(a.data), sample=a.sample), labels)
+        model, params = load_checkpoint(a.ckpt)
+        methods = [m.strip() for m in a.methods.split(",") if m.strip()]
+        options = {"rollout": RolloutOptions(start_layer=a.rollout_start_layer)}
+        res = run_perturbation(model, params, records, a.out, root=Path(a.data).expanduser(), methods=methods,
+                               explain=a.explain, options=options,
+                               batch_size=a.batch_size, resize=a.resize, workers=a.workers, progress=True,
+                               settings={"checkpoint": str(a.ckpt), "labels": a.labels, "sample": a.sample})
+    except (ValueError, OSError) as e:
+        print(f"error: {one_line(e)}", file=sys.stderr)
+        return 2
+    print(f"{res['images']} images ({len(res['failed'])} failed), clean top-1 {100 * res['clean_accuracy']:.2f} %; "
+          "AUC x100 (negative: higher is better; positive: lower is better):")
+    for m, orders in res["methods"].items():
+        print(f"  {m:18s} negative {orders['negative']['auc']:6.2f}   positive {orders['positive']['auc']:6.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
