@@ -332,6 +332,24 @@ def test_high_norm_tokens_are_flagged_and_drawn(tmp_path, capsys, monkeypatch):
             assert f"1 high-norm token (\u25a1, norm > {OUTLIER_RATIO:g}\u00d7 median)" in text
 
 
+def test_class_specific_method_beside_the_rollout(tiny_checkpoint, tmp_path, capsys, monkeypatch):
+    explain = pytest.importorskip("vitjax.explain")
+    figures = record_figures(monkeypatch)
+    code, stdout, stderr = run(base(tiny_checkpoint, tmp_path) + ["--method", "generic", "--save-maps"], capsys)
+    assert code == 0, stderr
+    (run_dir,) = run_dirs(tmp_path)
+    assert (run_dir / "grid-generic-01.png").is_file()
+    assert "generic map of class" in dict(figures)["001-grace_hopper.png"]
+    saved = load_maps(run_dir / "maps.msgpack")
+    model, params = vitjax.load_checkpoint(tiny_checkpoint)
+    photo = matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)
+    ref, logits = explain.class_maps(model, params, vitjax.preprocess(photo, model.config)[None], method="generic")
+    # the same compiled program on the same input: bit for bit
+    np.testing.assert_array_equal(saved["arrays"]["class_maps"], np.asarray(ref))
+    assert saved["metadata"]["class_targets"] == [int(np.argmax(logits[0]))]
+    assert saved["metadata"]["method"] == "generic"
+
+
 # --------------------------------------------------------------------------- errors
 
 

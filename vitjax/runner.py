@@ -23,8 +23,7 @@ from vitjax.visualize import (
     RunResult,
     RunSettings,
     all_methods,
-    outlier_share,
-    outlier_tokens,
+    outlier_note,
     safe_name,
 )
 
@@ -154,16 +153,7 @@ class Runner:
                                        name.replace("\t", " "), f"{p:.6f}"]))
         self.out("\n".join(lines))
 
-        mask = outlier_tokens(maps["token_norms"]) if "token_norms" in maps else None
-        note = None
-        if mask is not None and mask.any():
-            share = outlier_share(maps["rollout"], mask)
-            n = int(mask.sum())
-            what = f"{n} high-norm token{'s' if n > 1 else ''} (\u25a1, norm > {OUTLIER_RATIO:g}\u00d7 median)"
-            note = (f"rollout dominated by {what}: {share:.0%} of its mass" if share > 0.5
-                    else f"{what}: {share:.0%} of the rollout's mass")
-        else:
-            mask = None
+        mask, note = outlier_note(maps["token_norms"], maps["rollout"]) if "token_norms" in maps else (None, None)
         target = None
         if self.explains:
             target = int(idx[0]) if s.target is None else int(s.target)
@@ -222,7 +212,7 @@ class Runner:
             fig = plotting.rollout_grid(photos, [m[0] for m in maps], **kw)
             name = f"grid-rollout-{self.pages:02d}.png"
         else:
-            fig = plotting.map_grid(photos, maps, column_titles=["original", "joint attention (rollout)", s.method],
+            fig = plotting.map_grid(photos, maps, column_titles=["original", "rollout", s.method],
                                     title=f"Joint attention and the class-specific {s.method} map", **kw)
             name = f"grid-{s.method}-{self.pages:02d}.png"
         self.result.written.append(plotting.save_figure(fig, self.run_dir / name, overwrite=s.overwrite))

@@ -44,6 +44,7 @@ __all__ = [
     "display_names",
     "gather_images",
     "make_run_dir",
+    "outlier_note",
     "outlier_share",
     "outlier_tokens",
     "run",
@@ -97,6 +98,28 @@ def outlier_share(joint_map, mask) -> float:
     m = np.clip(np.nan_to_num(np.asarray(joint_map, np.float64)), 0.0, None)
     total = m.sum()
     return float(m[np.asarray(mask, bool)].sum() / total) if total > 0 else 0.0
+
+
+def outlier_note(token_norms, joint_map, ratio: float = OUTLIER_RATIO) -> Tuple[Optional[np.ndarray], Optional[str]]:
+    """The outlier mask of one image and the sentence its figure prints, or ``(None, None)`` when there is none.
+
+    Args:
+      token_norms: ``[gh, gw]`` (see :func:`outlier_tokens`).
+      joint_map: ``[gh, gw]`` rollout map of the same image.
+
+    Returns:
+      ``(mask [gh, gw] bool, note)``; the note says "rollout dominated by ..."
+      when more than half of the map's mass lies on the outlier patches.
+    """
+    mask = outlier_tokens(token_norms, ratio)
+    if not mask.any():
+        return None, None
+    share = outlier_share(joint_map, mask)
+    n = int(mask.sum())
+    what = f"{n} high-norm token{'s' if n > 1 else ''} (\u25a1, norm > {ratio:g}\u00d7 median)"
+    if share > _DOMINATED:
+        return mask, f"rollout dominated by {what}: {share:.0%} of its mass"
+    return mask, f"{what}: {share:.0%} of the rollout's mass"
 
 
 # --------------------------------------------------------------------------- images and folders
