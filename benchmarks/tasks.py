@@ -118,19 +118,24 @@ def _task_row_vitjax(task) -> Dict[str, Any]:
             **check_fields(task["row"], out)}
 
 
-def xla_gemm(n: int, reps: int, dtype: str) -> Dict[str, Any]:
-    """XLA's dense ``n^3`` matrix product rate (GFLOP/s, median), float32 at ``Precision.HIGHEST``."""
+def xla_gemm(n: int, reps: int, mode: str) -> Dict[str, Any]:
+    """XLA's dense ``n^3`` matrix product rate (GFLOP/s, median) in one of ``MODES``.
+
+    float32: float32 operands at ``Precision.HIGHEST``; tensorfloat32: ``HIGH``; bfloat16:
+    bfloat16 operands (``DEFAULT``).
+    """
     import jax
     import jax.numpy as jnp
 
     rng = np.random.default_rng(0)
-    dt = jnp.bfloat16 if dtype == "bfloat16" else jnp.float32
-    prec = jax.lax.Precision.HIGHEST if dtype == "float32" else jax.lax.Precision.DEFAULT
+    dt = jnp.bfloat16 if MODES[mode]["dtype"] == "bfloat16" else jnp.float32
+    prec = {"float32": jax.lax.Precision.HIGHEST, "tensorfloat32": jax.lax.Precision.HIGH,
+            "bfloat16": jax.lax.Precision.DEFAULT}[mode]
     a = jnp.asarray(rng.standard_normal((n, n), dtype=np.float32), dt)
     b = jnp.asarray(rng.standard_normal((n, n), dtype=np.float32), dt)
     f = jax.jit(lambda u, v: jnp.dot(u, v, precision=prec))
     r = time_calls(lambda: f(a, b), jax.block_until_ready, reps, warmup=1)
-    return {"lib": f"XLA (jax {jax.__version__}, {jax.devices()[0].platform})", "n": n, "dtype": dtype, "reps": reps,
+    return {"impl": f"XLA (jax {jax.__version__}, {jax.devices()[0].platform})", "n": n, "dtype": mode, "reps": reps,
             "gflops": 2.0 * n**3 / r["median_s"] / 1e9, "gflops_best": 2.0 * n**3 / r["min_s"] / 1e9,
             "median_s": r["median_s"], "foreign_cpu": r["foreign_cpu"]}
 

@@ -226,18 +226,21 @@ def torch_row(task: Dict[str, Any]) -> Dict[str, Any]:
     return res
 
 
-def torch_gemm(n: int, reps: int, dtype: str, platform: str = "cpu") -> Dict[str, Any]:
-    """torch's dense ``n^3`` matrix product rate (GFLOP/s, median of ``reps``), TF32 off."""
+def torch_gemm(n: int, reps: int, mode: str, platform: str = "cpu") -> Dict[str, Any]:
+    """torch's dense ``n^3`` matrix product rate (GFLOP/s, median of ``reps``) in a precision mode.
+
+    float32: TF32 off; tensorfloat32: TF32 on; bfloat16: bfloat16 operands.
+    """
     import torch
 
     torch.set_num_threads(num_cores())
-    set_precision("float32")
+    set_precision(mode)
     dev = device_of(platform)
     rng = np.random.default_rng(0)
-    dt = torch.bfloat16 if dtype == "bfloat16" else torch.float32
+    dt = torch.bfloat16 if mode == "bfloat16" else torch.float32
     a = torch.from_numpy(rng.standard_normal((n, n), dtype=np.float32)).to(dev, dt)
     b = torch.from_numpy(rng.standard_normal((n, n), dtype=np.float32)).to(dev, dt)
     r = time_calls(lambda: torch.mm(a, b), sync_for(dev), reps, warmup=1)
-    return {"lib": f"torch {torch.__version__} ({dev}, {torch.get_num_threads()} threads)", "n": n, "dtype": dtype,
+    return {"impl": f"torch {torch.__version__} ({dev}, {torch.get_num_threads()} threads)", "n": n, "dtype": mode,
             "reps": reps, "gflops": 2.0 * n**3 / r["median_s"] / 1e9, "gflops_best": 2.0 * n**3 / r["min_s"] / 1e9,
             "median_s": r["median_s"], "foreign_cpu": r["foreign_cpu"]}

@@ -103,3 +103,43 @@ def test_harness_smoke_on_the_testing_variant(tmp_path):
     assert comp["variant"] == "testing" and _positive(comp["compile_s"])
     table = harness.format_table(res)
     assert "vitjax capture" in table and "pytorch batched rollout" in table
+
+
+def test_gpu_check_guard_skips_and_reports(tmp_path):
+    import time
+
+    from benchmarks import gpu, gpu_phases
+
+    emit = gpu_phases.Recorder(tmp_path / "records.jsonl")
+    budget = gpu_phases.Budget(time.time() + 60.0, {"vitjax_row": 1.0})
+
+    def row(ips, shift=0.0):
+        return {"images_per_s": ips, "median_batch_s": 8 / ips, "first_call_s": 1.5, "times_s": [8 / ips],
+                "check": {"logits0": [0.5, 1.0 + shift], "rollout0": [1.0, 0.25 + shift]}}
+
+    def boom():
+        raise ValueError("out of memory")
+
+    base = {"section": "rows", "mode": "float32", "batch": 8}
+    gpu_phases.guarded(emit, budget, "vitjax float32 capture", "vitjax_row", {**base, "lib": "vitjax",
+                       "row": "capture"}, row, 200.0)
+    gpu_phases.guarded(emit, budget, "torch float32 torch_batched", "torch_row", {**base, "lib": "torch",
+                       "row": "torch_batched"}, row, 100.0, 0.125)
+    gpu_phases.guarded(emit, budget, "vitjax float32 lean", "vitjax_row", {**base, "lib": "vitjax", "row": "lean"},
+                       boom)
+    budget.done("vitjax float32 plain", 120.0)  # the last plain row took longer than what is left
+    gpu_phases.guarded(emit, budget, "vitjax float32 plain", "vitjax_row", {**base, "lib": "vitjax", "row": "plain"},
+                       row, 300.0)
+    records = [json.loads(line) for line in (tmp_path / "records.jsonl").read_text().splitlines()]
+    assert [("error" in r, "skipped" in r) for r in records] == [(False, False), (False, False), (True, False),
+                                                                 (False, True)]
+    assert records[0]["images_per_s"] == 200.0 and records[0]["lib"] == "vitjax"  # the base keys win
+
+    res = gpu.assemble(records, [{"phase": "vitjax", "returncode": 0}], gpu.DRY, True, 60.0, 1.0)
+    assert [e["row"] for e in res["errors"]] == ["lean"] and "out of memory" in res["errors"][0]["error"]
+    assert [s["row"] for s in res["skipped"]] == ["plain"]
+    assert res["consistency"] == {"float32 B=8 capture vs torch_batched: joint map max abs diff": 0.125,
+                                  "float32 B=8 vitjax vs torch_batched: logits max abs diff": 0.125}
+    report = gpu.format_report(res)
+    assert "| 8 | float32 | vitjax capture | 200.0 |" in report and "| 2.00x |" in report
+    assert "time budget: needs ~120 s" in report and "ERROR" in report
