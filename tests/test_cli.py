@@ -404,16 +404,18 @@ def test_options_checked_against_the_model(tiny_checkpoint, tmp_path, capsys):
     assert code == 2 and "--ckpt" in stderr
 
 
-def test_unreadable_images_are_skipped_counted_and_listed_once(tiny_checkpoint, tmp_path, capsys):
+def test_unreadable_images_are_skipped_counted_and_listed_once(tiny_checkpoint, tmp_path, capsys, monkeypatch):
     photos = tmp_path / "photos"
     write_jpeg(photos / "a.jpg", (64, 48), seed=1)
     (photos / "b.jpg").write_bytes(b"this is not a jpeg")
     (photos / "c.jpg").write_bytes(b"nor is this")
     write_jpeg(photos / "d.jpg", (48, 64), seed=2)
-    write_jpeg(photos / "e.jpg", (50, 50), seed=3)
+    write_jpeg(photos / "e.jpg", (2400, 1800), seed=3)  # shown shrunk to 1024 px, reported at its real size
     out = tmp_path / "out"
+    figures = record_figures(monkeypatch)
     code, stdout, stderr = run(base(tiny_checkpoint, out) + ["--images", photos, "--batch-size", 2], capsys)
     assert code == 0, stderr
+    assert "original (2400\u00d71800 px)" in dict(figures)["003-e.png"]  # was the display size, 1024 x 768
     (run_dir,) = run_dirs(out)
     # numbered as processed: 001, 002, 003 (they were 001, 004, 005)
     assert sorted(p.name for p in run_dir.glob("0*.png")) == ["001-a.png", "002-d.png", "003-e.png"]
