@@ -141,7 +141,8 @@ def test_topk_softmax_and_labels():
     logits = np.array([[0.0, 3.0, 1.0, 2.0], [5.0, 5.0, 0.0, -1.0]], np.float32)
     idx, prob = topk(logits, 3)
     np.testing.assert_array_equal(idx, [[1, 3, 2], [0, 1, 2]])
-    p = np.exp(logits - logits.max(1, keepdims=True))
+    z = logits.astype(np.float64)
+    p = np.exp(z - z.max(1, keepdims=True))
     p /= p.sum(1, keepdims=True)
     # topk works in float64 and stores float32: one rounding (2^-24 relative) from this float64 reference
     np.testing.assert_allclose(prob, np.take_along_axis(p, idx, 1), rtol=2**-23)
