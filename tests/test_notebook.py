@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -24,10 +25,16 @@ def test_stored_without_outputs_and_colab_ready():
     assert "pip" in setup and "install" in setup and "VITJAX_GIT_URL" in setup and "VITJAX_NOTEBOOK_CKPT" in setup
     text = "\n".join(c.source for c in code)
     for needle in ("jax.devices()", "resolve_checkpoint(CHECKPOINT)", "compute_maps", "summary_figure", "layer_grid",
-                   "head_grid", "padded_batches", "preprocess(photo_path, cfg)", "preprocess(item, cfg)"):
+                   "head_grid", "padded_batches", "preprocess(photo_path, cfg)", "preprocess(item, cfg)",
+                   "head_is_zero(params)", "plotting.provenance("):
         assert needle in text
     # one checkpoint folder for library, CLI and notebook: the notebook never picks its own
     assert "checkpoint_dir=" not in text and '"checkpoints"' not in text
+    # every figure says what made it (checkpoint, rollout options, precision)
+    grids = re.findall(r"plotting\.\w+_grid\([^)]*\)", text)
+    summaries = text.split("plotting.summary_figure(")[1:]
+    assert len(grids) == 3 and all("footer=footer" in g for g in grids)
+    assert len(summaries) == 2 and all("**common)" in s[:300] for s in summaries) and "footer=footer)" in text
     assert nb.metadata["kernelspec"]["name"] == "python3"
 
 
