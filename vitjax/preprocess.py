@@ -8,13 +8,15 @@ Three steps, shared by the library, the command line and the notebook:
    dark: 16-bit ÷ 257 (65535 → 255), n-bit unsigned ÷ (2^n − 1)/255, signed integers clip below 0
    and divide by (2^(n−1) − 1)/255 (scikit-image's ``img_as_ubyte`` rule), float images are taken
    as [0, 1] (scikit-image, OpenCV, TIFF exports) and multiplied by 255, out-of-range values
-   clipped. Transparent pixels are laid on white.
+   clipped. A PIL mode-``I`` file takes its bit depth from the file's pixel format (a 16-bit PGM
+   or PNG opened as ``I`` is ÷ 257; a 32-bit TIFF uses the int32 range); an ``I`` image made in
+   memory is 32-bit signed. Arrays are scaled by dtype. Transparent pixels are laid on white.
 2. **Resize** the whole image (no crop) to the model's input size. ``resize="google"`` (default):
    Google's evaluation pipeline (``vit_jax/input_pipeline.py``: ``tf.image.resize``), bilinear
    with half-pixel centres, **no antialiasing**, on float pixels with no uint8 rounding;
    identical to ``jax.image.resize(x, shape, "bilinear", antialias=False)`` up to float32
    rounding. ``resize="pil"``: PIL's bilinear on the 8-bit RGB image, which antialiases when it
-   shrinks and rounds to uint8 (vitjax's behaviour before 0.2, and many PyTorch ports').
+   shrinks and rounds to uint8 (vitjax's earlier default, and many PyTorch ports').
 3. **Normalise** per channel: ``(x / 255 - mean) / std`` with ``mean``/``std`` in [0, 1] pixel
    units: Google (0.5, 0.5, 0.5)/(0.5, 0.5, 0.5), i.e. ``(x - 127.5) / 127.5``; ImageNet
    (0.485, 0.456, 0.406)/(0.229, 0.224, 0.225) for DeiT and DINOv2.
