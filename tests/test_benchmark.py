@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import rounding_tol
 
 from vitjax.config import get_config
 
@@ -59,13 +60,14 @@ def test_torch_rollout_peers_equal_vitjax_maps(make_checkpoint, rng):
     ours = vitjax.compute_maps(model, params, images, keep_attention=True)
     att = np.asarray(ours["attention"])
     layers = [torch.from_numpy(np.ascontiguousarray(att[:, i])) for i in range(config.num_layers)]
-    # float32 products of 3 row-stochastic 197 x 197 matrices, values divided by their max (~1e-2):
-    # rounding of a few 1e-7 relative per product, well inside 1e-5 after normalisation
+    # maps in [0, 1]; per layer 4 float32 stages (head mean, + I, row sums and the product over
+    # N = 197 terms), then the division by the max
+    tol = rounding_tol(1.0, steps=4 * config.num_layers + 1, fan_in=config.num_tokens)
     for peer in (practice_maps, batched_maps):
         got = peer(layers, config.grid)
         for key, value in zip(MAPS, got, strict=True):
             assert value.shape == ours[key].shape, (peer.__name__, key)
-            np.testing.assert_allclose(value.numpy(), np.asarray(ours[key]), atol=1e-5, err_msg=peer.__name__ + key)
+            np.testing.assert_allclose(value.numpy(), np.asarray(ours[key]), atol=tol, err_msg=peer.__name__ + key)
 
 
 def test_harness_smoke_on_the_testing_variant(tmp_path):
