@@ -251,9 +251,18 @@ def test_lean_mode_equals_two_step(model_and_photo, opts):
     model, params, x = model_and_photo
     two = vitjax.compute_maps(model, params, x, RO(**opts))
     lean = vitjax.compute_maps(model, params, x, RO(**opts), lean=True)
-    for k in ("logits", "rollout", "layer", "cumulative", "heads"):
+    for k in ("logits", "rollout", "layer", "cumulative", "heads", "token_norms", "received"):
         assert two[k].shape == lean[k].shape
         assert np.abs(np.asarray(two[k]) - np.asarray(lean[k])).max() <= MODEL_MAP_TOL, k
+
+
+def test_received_attention_is_the_column_mean(model_and_photo):
+    model, params, x = model_and_photo
+    out = vitjax.compute_maps(model, params, x, keep_attention=True)
+    att = np.asarray(out["attention"], np.float64)  # [B, L, H, N, N]
+    want = att[..., 1:].mean(axis=(2, 3)).reshape(2, 3, *model.config.grid)
+    assert out["received"].shape == (2, 3) + model.config.grid
+    np.testing.assert_allclose(np.asarray(out["received"]), want, atol=rounding_tol(want.max(), 2, fan_in=197 * 2))
 
 
 def test_attention_maps_methods_and_shapes(model_and_photo):

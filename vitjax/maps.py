@@ -11,10 +11,14 @@ Two paths give the same numbers (within float32 rounding):
   modules' calls are intercepted from outside with
   ``flax.linen.intercept_methods``.
 
-Both paths also return ``token_norms [B, gh, gw]``: the L2 norm of each patch
-token at the output of the last block (before the final LayerNorm), the
-quantity whose outliers mark the "artifact" tokens of Darcet et al., "Vision
-Transformers Need Registers" (ICLR 2024).
+Both paths also return two diagnostics of tokens that dominate a rollout:
+``token_norms [B, gh, gw]``, the L2 norm of each patch token at the output of
+the last block (before the final LayerNorm), whose outliers mark the
+"artifact" tokens of Darcet et al., "Vision Transformers Need Registers" (ICLR
+2024); and ``received [B, L, gh, gw]``, the share of each layer's attention
+that each patch receives (mean over heads and queries), whose outliers are
+attention sinks: a patch that every query of an early layer attends to
+dominates the rollout product of all later layers.
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ from vitjax.options import RolloutOptions
 __all__ = ["METHODS", "compute_maps", "attention_maps", "MAP_KEYS"]
 
 METHODS = ("rollout", "layer", "cumulative", "heads")
-MAP_KEYS = ("rollout", "layer", "cumulative", "heads", "token_norms")
+MAP_KEYS = ("rollout", "layer", "cumulative", "heads", "token_norms", "received")
 
 
 def _to_maps(rows, grid, normalize=True):
@@ -78,6 +82,11 @@ def _apply(model: ViT, params, images, on_attention=None, intermediates=False):
     return logits, last["tokens"], state
 
 
+def _received(probs, static: RolloutOptions):
+    """``[B, H, N, N]`` -> ``[B, N - prefix]``: attention each patch receives, mean over heads and queries."""
+    return jnp.mean(probs[..., static.num_prefix_tokens:].astype(jnp.float32), axis=(1, 2))
+
+
 def _token_norms(tokens, static: RolloutOptions, grid):
     patches = tokens[:, static.num_prefix_tokens:].astype(jnp.float32)  # [B, gh*gw, D]
     return jnp.sqrt(jnp.sum(patches * patches, axis=-1)).reshape((-1,) + tuple(grid))
@@ -104,6 +113,8 @@ def _maps_two_step(model: ViT, params, images, dyn, static: RolloutOptions, keep
         "cumulative": _to_maps(cum, grid),
         "heads": _to_maps(heads, grid),
         "token_norms": _token_norms(tokens, static, grid),
+        "received": _to_maps(jax.vmap(lambda a: _received(a, static), in_axes=1, out_axes=1)(attention), grid,
+                             normalize=False),
     }
     if keep_attention:
         out["attention"] = attention
@@ -114,7 +125,7 @@ def _maps_two_step(model: ViT, params, images, dyn, static: RolloutOptions, keep
 def _maps_lean(model: ViT, params, images, dyn, static: RolloutOptions):
     grid = model.config.grid
     read = jax.vmap(lambda m: read_row(m, static))
-    state = {"joint": None, "own": [], "cumulative": [], "heads": []}
+    state = {"joint": None, "own": [], "cumulative": [], "heads": [], "received": []}
 
     def fold(probs):  # [B, H, N, N], called once per layer, in order
         b, _, n, _ = probs.shape
@@ -128,6 +139,7 @@ def _maps_lean(model: ViT, params, images, dyn, static: RolloutOptions):
         state["own"].append(read(a))
         state["cumulative"].append(read(joint))
         state["heads"].append(jax.vmap(read)(probs.astype(jnp.float32)))
+        state["received"].append(_received(probs, static))
 
     logits, tokens, _ = _apply(model, params, images, on_attention=fold)
     cum = jnp.stack(state["cumulative"], axis=1)  # [B, L, P]
@@ -138,6 +150,7 @@ def _maps_lean(model: ViT, params, images, dyn, static: RolloutOptions):
         "cumulative": _to_maps(cum, grid),
         "heads": _to_maps(jnp.stack(state["heads"], axis=1), grid),
         "token_norms": _token_norms(tokens, static, grid),
+        "received": _to_maps(jnp.stack(state["received"], axis=1), grid, normalize=False),
     }
 
 
@@ -170,8 +183,11 @@ def compute_maps(
       map); ``layer [B, L, gh, gw]`` (each layer's own map); ``cumulative
       [B, L, gh, gw]`` (joint map through layer l); ``heads [B, L, H, gh, gw]``
       (raw class-token attention per head); ``token_norms [B, gh, gw]`` (L2
-      norm of each patch token's output of the last block, not normalised).
-      Maps are divided by their max.
+      norm of each patch token's output of the last block, not normalised);
+      ``received [B, L, gh, gw]`` (share of layer l's attention each patch
+      receives, mean over heads and all queries; probabilities, not
+      normalised; uniform attention gives ``1 / N``). The other maps are
+      divided by their max.
 
     Raises:
       ValueError: bad images, options not a RolloutOptions, ``start_layer``
