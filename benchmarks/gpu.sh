@@ -5,6 +5,7 @@
 #
 #   benchmarks/gpu.sh                  # -> $OUT/results-gpu.json if $OUT is set, else benchmarks/results-gpu.json
 #   benchmarks/gpu.sh --dry-run        # every code path with tiny models, on a CPU in 1-2 minutes
+#                                      #   -> $OUT/results-gpu-dry-run.json, else in $TMPDIR or /tmp
 #   VITJAX_GPU_DRY_RUN=1 benchmarks/gpu.sh
 #   benchmarks/gpu.sh --budget 300     # seconds for all phases (default 440; items that do not fit are skipped)
 #
