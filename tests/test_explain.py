@@ -22,7 +22,7 @@ from jax import lax
 
 from vitjax.checkpoint import load_checkpoint, unflatten
 from vitjax.config import get_config
-from vitjax.explain import METHODS, class_gradients, class_maps
+from vitjax.explain import METHODS, class_gradients, class_maps, maps_from_gradients
 from vitjax.model import ViT
 from vitjax.options import RolloutOptions
 from vitjax.synthetic import random_checkpoint
@@ -159,6 +159,9 @@ def test_matches_plain_grad_and_a_per_layer_loop(config_name):
         method, opts = VARIANTS[name]
         maps, got_logits = class_maps(model, params, images, method=method, options=opts)
         assert maps.shape == (3,) + c.grid and maps.dtype == jnp.float32
+        # the same maps from the shared gradient pass (what the perturbation runner uses)
+        shared = maps_from_gradients(model, got_att, got_grad, method=method, options=opts)
+        np.testing.assert_array_equal(np.asarray(shared), np.asarray(maps))
         np.testing.assert_allclose(np.asarray(got_logits), logits, rtol=0, atol=1e-5)
         peaks = []
         for b in range(3):

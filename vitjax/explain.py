@@ -50,7 +50,7 @@ from vitjax.inference import check_images
 from vitjax.model import ATTENTION, ViT
 from vitjax.options import RolloutOptions
 
-__all__ = ["METHODS", "class_maps", "class_gradients", "map_from_gradients"]
+__all__ = ["METHODS", "class_maps", "class_gradients", "maps_from_gradients", "map_from_gradients"]
 
 METHODS = ("generic", "grad_rollout", "attention_gradcam", "last_layer")
 _HI = lax.Precision.HIGHEST  # true float32 products on every device
@@ -303,3 +303,22 @@ def class_gradients(model: ViT, params, images, target=None):
     check_images(model, images)
     images = jnp.asarray(images)
     return _class_gradients(model, params, images, _targets(target, images.shape[0], num_classes))
+
+
+def maps_from_gradients(model: ViT, attention, gradients, *, method: str, options: Optional[RolloutOptions] = None
+                        ) -> jnp.ndarray:
+    """Class maps of several methods from one :func:`class_gradients` pass: ``[B, gh, gw]``.
+
+    ``attention`` and ``gradients`` are ``[B, L, H, N, N]`` from :func:`class_gradients`;
+    the result equals ``class_maps(..., method=method, options=options)[0]`` for the
+    same targets, without repeating the forward pass and its vjp.
+
+    Raises:
+      ValueError: unknown method, options not a RolloutOptions.
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    options = RolloutOptions() if options is None else options
+    if not isinstance(options, RolloutOptions):
+        raise ValueError(f"options must be a vitjax.RolloutOptions, got {type(options).__name__}")
+    return _maps(attention, gradients, grid=model.config.grid, method=method, options=options.for_config(model.config))

@@ -195,14 +195,20 @@ def relabel(records: Sequence[Any], labels: Union[str, Mapping[str, int]] = "dat
             for r in records]
 
 
-def _method_maps(model, params, images, method, target, options):
-    if method == "rollout":
-        from vitjax.maps import attention_maps
+def _all_maps(model, params, images, methods, target, options) -> Dict[str, Any]:
+    """``{method: maps [B, gh, gw]}``; the class-specific ones share one forward pass and vjp."""
+    from vitjax.explain import class_gradients, maps_from_gradients
+    from vitjax.maps import attention_maps
 
-        return attention_maps(model, params, images, method="rollout", options=options)[0]
-    from vitjax.explain import class_maps
-
-    return class_maps(model, params, images, method=method, target=target, options=options)[0]
+    out = {}
+    if any(m != "rollout" for m in methods):
+        _, att, grad, _ = class_gradients(model, params, images, target)
+    for m in methods:
+        if m == "rollout":
+            out[m] = attention_maps(model, params, images, method="rollout", options=_options_for(options, m))[0]
+        else:
+            out[m] = maps_from_gradients(model, att, grad, method=m, options=_options_for(options, m))
+    return out
 
 
 def _options_for(options, method) -> RolloutOptions:
@@ -246,8 +252,7 @@ def perturbation_step(model, params, *, methods: Sequence[str] = RUNNER_METHODS,
         images = shard_batch(batch.images, mesh)
         target = None if explain == "predicted" else np.where(labels < 0, 0, labels)  # padding/unlabelled: 0
         rows: List[Dict[str, Any]] = [{} for _ in batch.rows]
-        for m in methods:
-            maps = _method_maps(model, params, images, m, target, _options_for(options, m))
+        for m, maps in _all_maps(model, params, images, methods, target, options).items():
             for order in ORDERS:
                 correct, preds = perturbation_correct(apply_fn, params, images, maps, labels, steps=steps,
                                                       positive=order == "positive", pixel_mean=mean, pixel_std=std)
