@@ -137,6 +137,25 @@ def test_area_fraction_known_answers():
     assert got.mean() == pytest.approx(m.mean(), rel=1e-12)
 
 
+def _area_brute(a, size):
+    """Literal definition: overlap area of every photo pixel [j, j+1) x [i, i+1) with every cell, / cell area."""
+    (h, w), (H, W) = a.shape, size
+
+    def overlap(n_in, n_out):
+        edges = np.arange(n_out + 1) * (n_in / n_out)
+        return np.array([[max(0.0, min(edges[o + 1], j + 1) - max(edges[o], j)) for j in range(n_in)]
+                         for o in range(n_out)]) / (n_in / n_out)
+
+    return overlap(h, H) @ a @ overlap(w, W).T
+
+
+@pytest.mark.parametrize("shape, size", [((13, 7), (5, 9)), ((200, 300), (56, 56)), ((3, 3), (3, 3)), ((1, 4), (2, 3))])
+def test_area_fraction_equals_overlap_definition(shape, size):
+    a = np.random.default_rng(3).random(shape) > 0.4
+    # running sums vs products: both exact up to float64 rounding of sums of <= 300 terms <= 1
+    np.testing.assert_allclose(area_fraction(a, size), _area_brute(a.astype(float), size), rtol=0, atol=1e-12)
+
+
 def test_eval_size_and_baselines():
     assert eval_size((14, 14)) == (56, 56) and eval_size((24, 37), 2) == (48, 74)
     with pytest.raises(ValueError):

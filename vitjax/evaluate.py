@@ -33,6 +33,7 @@ barrier (``jax.experimental.multihost_utils.sync_global_devices``).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -125,7 +126,9 @@ def load_target(record: ImageRecord, grid_size: Tuple[int, int]) -> Target:
         boxm = _orient(box_mask(box, (height, width)), orientation)
     except ValueError as e:
         return Target(*shown, note=one_line(e))
-    return Target(*shown, mask=area_fraction(mask, grid_size) >= 0.5, box=area_fraction(boxm, grid_size))
+    rows = area_fraction(boxm.any(1)[:, None], (grid_size[0], 1))  # a box is separable: rows x columns
+    cols = area_fraction(boxm.any(0)[None], (1, grid_size[1]))
+    return Target(*shown, mask=area_fraction(mask, grid_size) >= 0.5, box=rows * cols)
 
 
 def map_names(num_layers: int) -> List[str]:
@@ -189,20 +192,25 @@ def score_row(maps: np.ndarray, mad: np.ndarray, target: Target, names: Sequence
       ``{"height", "width", "annotated", "object_fraction", "note", "<map>_<metric>"...,
       "mad_l<l>_h<h>"...}``; None where a value is undefined (NaN).
     """
-    from vitjax.metrics import METRICS, gaussian_map, score_maps, uniform_map
+    from vitjax.metrics import METRICS, score_maps
 
-    size = maps.shape[-2:]
     row: Row = {"height": target.height, "width": target.width, "annotated": int(target.mask is not None),
                 "object_fraction": float(target.mask.mean()) if target.mask is not None else None,
                 "note": target.note}
-    scores = score_maps(np.concatenate([maps, gaussian_map(size)[None], uniform_map(size)[None]]),
-                        target.mask, target.box)
+    scores = score_maps(np.concatenate([maps, _baselines(maps.shape[-2:])]), target.mask, target.box)
     for i, name in enumerate(names):
         for metric in METRICS:
             row[f"{name}_{metric}"] = _number(scores[metric][i])
     for (layer, h), v in np.ndenumerate(mad):
         row[f"mad_l{layer + 1:02d}_h{h + 1:02d}"] = _number(v)
     return row
+
+
+@functools.lru_cache(maxsize=8)
+def _baselines(size: Tuple[int, int]) -> np.ndarray:
+    from vitjax.metrics import gaussian_map, uniform_map
+
+    return np.stack([gaussian_map(size), uniform_map(size)])
 
 
 def map_metrics_step(model, params, *, mesh=None, options=None, scale: int = 4, workers: Optional[int] = None
@@ -265,7 +273,8 @@ def run(records: Sequence[ImageRecord], step: Step, out_dir, *, root, load: Call
       records: the images (all processes pass the same list; each takes its share).
       step: ``step(batch) -> rows`` for the batch's valid rows (see :func:`map_metrics_step`).
       out_dir: results folder; shards go to ``out_dir/shards``.
-      root: the dataset root; an image's key is its path relative to it (POSIX).
+      root: the dataset root, above every record; an image's key is its path
+        relative to it (POSIX), so results survive moving the dataset.
       load: ``load(record) -> (x [H, W, 3] float32, extra)``; ValueError = unreadable.
       batch_size: rows per batch, a multiple of the local device count.
       shape: ``(H, W, 3)`` of ``x``.
@@ -283,10 +292,10 @@ def run(records: Sequence[ImageRecord], step: Step, out_dir, *, root, load: Call
     root = Path(root)
     shards = Path(out_dir) / SHARDS
     shards.mkdir(parents=True, exist_ok=True)
-    key = {id(r): r.path.relative_to(root).as_posix() for r in records}
+    key = {r.path: Path(r.path).relative_to(root).as_posix() for r in records}
     rows, failed = _read_shards(shards)
     mine = process_items(records)
-    todo = [r for r in mine if key[id(r)] not in rows and key[id(r)] not in failed]
+    todo = [r for r in mine if key[r.path] not in rows and key[r.path] not in failed]
     prefix = f"p{jax.process_index():03d}-"
     serial = 1 + max((int(p.stem[len(prefix):]) for p in shards.glob(prefix + "*.json")), default=0)
     bar = tqdm(total=len(mine), initial=len(mine) - len(todo), unit="img", disable=not progress or None,
@@ -311,7 +320,7 @@ def run(records: Sequence[ImageRecord], step: Step, out_dir, *, root, load: Call
         rows, failed = _read_shards(shards)
     results = []
     for r in records:
-        k = key[id(r)]
+        k = key[r.path]
         if k in rows:
             results.append({**_meta(r, key), "status": "ok", "reason": "", **rows[k]})
         elif k in failed:
@@ -320,7 +329,7 @@ def run(records: Sequence[ImageRecord], step: Step, out_dir, *, root, load: Call
 
 
 def _meta(record: ImageRecord, key) -> Row:
-    return {"image": key[id(record)], "class": record.class_name, "label": record.label}
+    return {"image": key[record.path], "class": record.class_name, "label": record.label}
 
 
 # --------------------------------------------------------------------------- the command

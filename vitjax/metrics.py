@@ -163,7 +163,7 @@ def mass_in_box(maps, box) -> np.ndarray:
     v, b, lead = _flat(maps, np.asarray(box, np.float64))
     total = v.sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        share = (v @ b) / total
+        share = (v * b).sum(axis=1) / total  # not v @ b: no BLAS threads
     return np.where(total > 0, share, np.nan).reshape(lead)
 
 
@@ -207,19 +207,24 @@ def area_fraction(mask, size: Sequence[int]) -> np.ndarray:
 
     Returns:
       float64 ``[H, W]`` in [0, 1]: exact area averages (each photo pixel is a
-      unit square, split between the cells it overlaps).
+      unit square, split between the cells it overlaps), from running sums along
+      each axis (no BLAS: its threads would fight the accelerator's for the CPU).
     """
     a = np.asarray(mask, np.float64)
     H, W = (int(s) for s in size)
-    return _area_matrix(a.shape[0], H) @ a @ _area_matrix(a.shape[1], W).T
+    if a.ndim != 2 or H < 1 or W < 1:
+        raise ValueError(f"mask must be [h, w] and size two positive integers, got {a.shape} and {tuple(size)}")
+    return _integrate(_integrate(a, H).T, W).T
 
 
-def _area_matrix(n_in: int, n_out: int) -> np.ndarray:
-    """[n_out, n_in] overlap of output cell i (input span [i, i+1) * n_in / n_out) with input pixel j, / cell length."""
+def _integrate(a: np.ndarray, n_out: int) -> np.ndarray:
+    """Averages of ``a`` (piecewise constant on unit pixels) over ``n_out`` equal spans of axis 0."""
+    n_in = a.shape[0]
+    run = np.concatenate([np.zeros((1,) + a.shape[1:]), np.cumsum(a, axis=0)])  # integral up to each pixel edge
     edges = np.arange(n_out + 1) * (n_in / n_out)
-    lo = np.maximum(edges[:-1, None], np.arange(n_in)[None, :])
-    hi = np.minimum(edges[1:, None], np.arange(1, n_in + 1)[None, :])
-    return np.clip(hi - lo, 0.0, None) / (n_in / n_out)
+    k = np.minimum(np.floor(edges).astype(np.int64), n_in - 1)
+    at = run[k] + (edges - k)[:, None] * a[k]  # integral up to each cell edge
+    return (at[1:] - at[:-1]) / (n_in / n_out)
 
 
 def gaussian_map(size: Sequence[int], sigma: float = 0.25) -> np.ndarray:
