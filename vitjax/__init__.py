@@ -10,6 +10,7 @@ from vitjax.attention import (
 )
 from vitjax.checkpoint import CheckpointError, load_checkpoint
 from vitjax.config import VARIANTS, ViTConfig, get_config
+from vitjax.explain import class_maps
 from vitjax.inference import forward, predict
 from vitjax.maps import attention_maps, compute_maps
 from vitjax.io import load_maps, save_maps
@@ -27,6 +28,7 @@ __all__ = [
     "ViTConfig",
     "attention_maps",
     "attention_rollout",
+    "class_maps",
     "compute_maps",
     "cumulative_maps",
     "forward",
