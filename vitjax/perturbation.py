@@ -23,6 +23,17 @@ negative: rollout 53.1, relevance propagation 54.16; positive: relevance
 propagation 17.03. :func:`run_perturbation` runs the test over a dataset
 through the resumable runner of :mod:`vitjax.evaluate`;
 ``python -m vitjax.perturbation --help`` is its command line.
+
+Reproducing the published table (ViT-B/16 at 224 = Google's ``ViT-B_16-224``,
+which timm's ``vit_base_patch16_224`` of 2021 was; ImageNet val as 1000 class
+folders ``val/<wnid>/``, whose sorted order is the class index)::
+
+    python -m vitjax.perturbation --ckpt ViT-B_16-224 --data IMAGENET/val --out runs/chefer \\
+        --labels dataset --explain predicted --resize pil --rollout-start-layer 1 --batch-size 64
+
+``--resize pil`` is torchvision's ``Resize((224, 224))`` of their loader. Their
+"relevance propagation" row is their LRP-based method, which vitjax does not
+implement; ``generic`` is their ICCV 2021 follow-up.
 """
 
 from __future__ import annotations
