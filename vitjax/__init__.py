@@ -12,8 +12,8 @@ from vitjax.checkpoint import CheckpointError, load_checkpoint
 from vitjax.config import VARIANTS, ViTConfig, get_config
 from vitjax.explain import class_maps
 from vitjax.inference import forward, predict
-from vitjax.maps import attention_maps, compute_maps
 from vitjax.io import load_maps, save_maps
+from vitjax.maps import attention_maps, compute_maps
 from vitjax.model import ViT
 from vitjax.options import RolloutOptions
 from vitjax.preprocess import load_image, preprocess

@@ -57,6 +57,8 @@ __all__ = [
     "dynamic_options",
     "layer_matrices",
     "rollout_rows",
+    "rollout_row",
+    "layer_factor",
     "reader",
 ]
 
@@ -111,12 +113,22 @@ def _normalize_rows(a: jnp.ndarray) -> jnp.ndarray:
     return jnp.where(s > 0, a / jnp.where(s > 0, s, 1.0), 0.0)
 
 
-def _layer_matrix(attention, static: RolloutOptions, k, residual_w):
-    a = fuse_heads(attention.astype(jnp.float32), static.head_fusion)
+def layer_factor(fused: jnp.ndarray, static: RolloutOptions, k, residual_w) -> jnp.ndarray:
+    """The rollout recipe after head fusion: ``[N, N]`` -> discard the ``k`` lowest entries (when
+    ``static.discard_ratio > 0``), add ``residual_w`` x identity, renormalise the rows.
+
+    Shared by attention rollout and gradient-weighted rollout (:mod:`vitjax.explain`);
+    ``k`` and ``residual_w`` come from :func:`dynamic_options` and may be traced.
+    """
+    a = fused
     if static.discard_ratio > 0:
         a = _discard(a, k)
     a = a + residual_w * jnp.eye(a.shape[-1], dtype=a.dtype)
     return _normalize_rows(a)
+
+
+def _layer_matrix(attention, static: RolloutOptions, k, residual_w):
+    return layer_factor(fuse_heads(attention.astype(jnp.float32), static.head_fusion), static, k, residual_w)
 
 
 def layer_matrix(attention: jnp.ndarray, options: RolloutOptions = DEFAULT_OPTIONS) -> jnp.ndarray:
@@ -163,8 +175,8 @@ def rollout_rows(mats: jnp.ndarray, v: jnp.ndarray, start_layer) -> jnp.ndarray:
     return rows
 
 
-def _rollout_row(mats: jnp.ndarray, v: jnp.ndarray, start_layer) -> jnp.ndarray:
-    """``v @ Abar_L @ ... @ Abar_{start+1}`` -> ``[N]`` in O(L N^2)."""
+def rollout_row(mats: jnp.ndarray, v: jnp.ndarray, start_layer) -> jnp.ndarray:
+    """``v @ Abar_L @ ... @ Abar_{start+1}`` -> ``[N]`` in O(L N^2): ``mats [L, N, N]``, ``v [N]``."""
 
     def step(row, k):
         return jnp.where(k >= start_layer, jnp.matmul(row, mats[k], precision=HIGHEST), row), None
@@ -249,7 +261,7 @@ def _maps(attention, dyn, *, grid, static, what):
         else:
             v = reader(att.shape[-1], static)
             rows = (rollout_rows(mats, v, dyn[1]) if what == "cumulative"
-                    else _rollout_row(mats, v, dyn[1])[None])[:, static.num_prefix_tokens:]
+                    else rollout_row(mats, v, dyn[1])[None])[:, static.num_prefix_tokens:]
         maps = jax.vmap(lambda r: row_to_map(r, grid))(rows)
         return maps[0] if what == "rollout" else maps
 

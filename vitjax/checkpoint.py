@@ -34,6 +34,7 @@ __all__ = [
     "read_checkpoint",
     "strip_wrappers",
     "check_arrays",
+    "require_file",
     "head_is_zero",
     "load_npz",
     "rename_legacy",
@@ -75,6 +76,21 @@ def _fmt(shape) -> str:
     return "(" + ", ".join(str(int(s)) for s in shape) + ")"
 
 
+def require_file(path: PathLike, what: str) -> str:
+    """``path`` as a string if it is a non-empty file; else a one-line :class:`CheckpointError`.
+
+    ``what`` names the expected kind in the message ("an .npz checkpoint").
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise CheckpointError(f"{path}: no such file")
+    if os.path.isdir(path):
+        raise CheckpointError(f"{path}: is a directory, not {what}")
+    if os.path.getsize(path) == 0:
+        raise CheckpointError(f"{path}: the file is empty")
+    return path
+
+
 def load_npz(path: PathLike) -> Flat:
     """Reads every array of an ``.npz`` archive, never unpickling anything.
 
@@ -90,13 +106,7 @@ def load_npz(path: PathLike) -> Flat:
         PyTorch file, or any member that is not a numeric ``.npy`` array
         (object arrays would need pickle and are refused).
     """
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise CheckpointError(f"{path}: no such file")
-    if os.path.isdir(path):
-        raise CheckpointError(f"{path}: is a directory, not an .npz checkpoint")
-    if os.path.getsize(path) == 0:
-        raise CheckpointError(f"{path}: the file is empty")
+    path = require_file(path, "an .npz checkpoint")
     if not zipfile.is_zipfile(path):
         raise CheckpointError(
             f"{path}: not an .npz archive (no zip directory found; truncated or another format)"

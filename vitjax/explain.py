@@ -46,6 +46,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from vitjax.attention import HIGHEST as _HI
+from vitjax.attention import dynamic_options, fuse_heads, layer_factor, reader, rollout_row, row_to_map
 from vitjax.inference import check_images
 from vitjax.model import ATTENTION, ViT
 from vitjax.options import RolloutOptions
@@ -53,7 +55,6 @@ from vitjax.options import RolloutOptions
 __all__ = ["METHODS", "class_maps", "class_gradients", "maps_from_gradients", "map_from_gradients"]
 
 METHODS = ("generic", "grad_rollout", "attention_gradcam", "last_layer")
-_HI = lax.Precision.HIGHEST  # true float32 products on every device
 _BLOCK = "MultiHeadDotProductAttention_1"
 
 
@@ -98,34 +99,6 @@ def _one_image_gradients(model: ViT, params, image, target):
 # --- the methods on (attention, gradient) of one image ----------------------------------------
 
 
-def _reader(n: int, opts: RolloutOptions) -> jnp.ndarray:
-    """Row vector v: ``e_0`` (class token) or the mean over patch rows (GAP models)."""
-    if opts.class_token:
-        return jnp.zeros((n,), jnp.float32).at[0].set(1.0)
-    p = opts.num_prefix_tokens
-    return jnp.zeros((n,), jnp.float32).at[p:].set(1.0 / (n - p))
-
-
-def _fuse(a: jnp.ndarray, head_fusion: str) -> jnp.ndarray:
-    return {"mean": jnp.mean, "max": jnp.max, "min": jnp.min}[head_fusion](a, axis=0)
-
-
-def _discard(a: jnp.ndarray, ratio: float) -> jnp.ndarray:
-    """Zeroes the ``int(N*N*ratio)`` smallest entries of ``a [N, N]`` (stable order), never [0, 0]."""
-    flat = a.reshape(-1)
-    k = int(flat.shape[0] * ratio)
-    if k == 0:
-        return a
-    order = jnp.argsort(flat, stable=True)
-    drop = jnp.zeros(flat.shape, bool).at[order[:k]].set(True).at[0].set(False)
-    return jnp.where(drop, 0.0, flat).reshape(a.shape)
-
-
-def _normalize_rows(a: jnp.ndarray) -> jnp.ndarray:
-    s = jnp.sum(a, axis=-1, keepdims=True)
-    return jnp.where(s > 0, a / jnp.where(s > 0, s, 1.0), 0.0)
-
-
 def _generic_row(att, grad, v):
     """``v (I + Abar_L) ... (I + Abar_1)`` with ``Abar_l = mean_h clip(G_l A_l, 0)``: ``[N]``."""
     abar = jnp.mean(jnp.maximum(grad * att, 0.0), axis=1)  # [L, N, N]
@@ -138,22 +111,18 @@ def _generic_row(att, grad, v):
 
 
 def _grad_rollout_row(att, grad, v, opts: RolloutOptions):
-    """``v Abar_L ... Abar_{start+1}`` with ``Abar_l`` = rows-renormalised ``discard(clip(fuse(A G), 0)) + I``."""
+    """``v Abar_L ... Abar_{start+1}`` with ``Abar_l`` = rows-renormalised ``discard(clip(fuse(A G), 0)) + I``.
+
+    Heads are fused before negatives are clipped, as jacobgil/vit-explain does; the rest is the
+    rollout recipe of :func:`vitjax.attention.layer_factor`.
+    """
+    k, start, residual_w = dynamic_options(opts, att.shape[-1])
+    static = opts.static
+
     def layer(a, g):
-        f = jnp.maximum(_fuse(a * g, opts.head_fusion), 0.0)
-        if opts.discard_ratio > 0:
-            f = _discard(f, opts.discard_ratio)
-        if opts.residual:
-            f = f + jnp.eye(f.shape[-1], dtype=f.dtype)
-        return _normalize_rows(f)
+        return layer_factor(jnp.maximum(fuse_heads(a * g, opts.head_fusion), 0.0), static, k, residual_w)
 
-    mats = jax.vmap(layer)(att, grad)  # [L, N, N]
-
-    def step(row, k):
-        return jnp.where(k >= opts.start_layer, jnp.matmul(row, mats[k], precision=_HI), row), None
-
-    row, _ = lax.scan(step, v, jnp.arange(mats.shape[0] - 1, -1, -1))
-    return row
+    return rollout_row(jax.vmap(layer)(att, grad), v, start)
 
 
 def _gradcam_row(att, grad, v, opts: RolloutOptions):
@@ -169,12 +138,6 @@ def _last_layer_row(att, v):
     return jnp.mean(jnp.einsum("n,hnm->hm", v, att[-1], precision=_HI), axis=0)
 
 
-def _to_map(row: jnp.ndarray, grid: Tuple[int, int]) -> jnp.ndarray:
-    m = row.reshape(grid)
-    mx = jnp.max(m)
-    return jnp.where(mx > 0, m / jnp.where(mx > 0, mx, 1.0), m)
-
-
 def map_from_gradients(att, grad, *, method: str, grid: Tuple[int, int], options: RolloutOptions) -> jnp.ndarray:
     """One image's class map from its attention and gradient, both ``[L, H, N, N]`` -> ``[gh, gw]``.
 
@@ -183,7 +146,7 @@ def map_from_gradients(att, grad, *, method: str, grid: Tuple[int, int], options
     """
     att = att.astype(jnp.float32)
     grad = grad.astype(jnp.float32)
-    v = _reader(att.shape[-1], options)
+    v = reader(att.shape[-1], options)
     if method == "generic":
         row = _generic_row(att, grad, v)
     elif method == "grad_rollout":
@@ -194,7 +157,7 @@ def map_from_gradients(att, grad, *, method: str, grid: Tuple[int, int], options
         row = _last_layer_row(att, v)
     else:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
-    return _to_map(row[options.num_prefix_tokens:], grid)
+    return row_to_map(row[options.num_prefix_tokens:], grid)
 
 
 # --- public entry points ------------------------------------------------------------------------

@@ -112,13 +112,9 @@ def load_safetensors(path) -> Tuple[Flat, Dict[str, str]]:
       CheckpointError: missing, empty or a directory; a PyTorch pickle (the
         message says how to convert it); not a safetensors file; no tensors.
     """
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise _error(f"{path}: no such file")
-    if os.path.isdir(path):
-        raise _error(f"{path}: is a directory, not a .safetensors file")
-    if os.path.getsize(path) == 0:
-        raise _error(f"{path}: the file is empty")
+    from vitjax.checkpoint import require_file  # lazy: checkpoint.py imports this package
+
+    path = require_file(path, "a .safetensors file")
     with open(path, "rb") as f:
         magic = f.read(2)
     if magic == b"PK" or magic[:1] == b"\x80":  # torch.save's zip archive, or a bare pickle
