@@ -297,3 +297,16 @@ def test_load_target_follows_exif_orientation(tmp_path):
     np.testing.assert_array_equal(t.mask, [[True, True], [False, False], [False, False]])
     np.testing.assert_allclose(t.box, [[1.0, 1.0], [0.0, 0.0], [0.0, 0.0]], atol=1e-12)
     assert ev.load_target(ImageRecord(path, 0, "x", None), (3, 2)).mask is None
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_mask_turns_like_pillow_turns_the_photo(orientation):
+    from PIL import ImageOps
+
+    a = np.arange(12, dtype=np.uint8).reshape(3, 4) * 20
+    image = Image.fromarray(a)
+    exif = image.getexif()
+    exif[0x0112] = orientation
+    image.info["exif"] = exif.tobytes()
+    shown = np.asarray(ImageOps.exif_transpose(image))
+    np.testing.assert_array_equal(ev._orient(a, orientation), shown)

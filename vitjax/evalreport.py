@@ -96,11 +96,12 @@ def write_report(out, results, *, names, num_layers: int, num_heads: int, grid_s
         "overall": summarize(rows, names, num_layers, num_heads),
         "per_class": {c: summarize(rs, names, num_layers, num_heads) for c, rs in classes.items()},
     }
-    title = f"{run.get('checkpoint')}: {len(rows)} images, {summary['images']['annotated']} annotated"
+    title = f"{run.get('checkpoint')}: {len(rows)} images"
+    annotated = f"{title}, {summary['images']['annotated']} annotated"
     paths = [out / "images.csv", out / "summary.json", out / "metrics_vs_depth.png", out / "attention_distance.png"]
     write_if_changed(paths[0], _csv(results))
     write_if_changed(paths[1], (json.dumps(summary, indent=1, allow_nan=False) + "\n").encode("utf-8"))
-    write_if_changed(paths[2], _png(metrics_figure(summary["overall"], num_layers, title=title)))
+    write_if_changed(paths[2], _png(metrics_figure(summary["overall"], num_layers, title=annotated)))
     write_if_changed(paths[3], _png(distance_figure(summary["overall"]["mean_attention_distance"], title=title)))
     return paths
 
