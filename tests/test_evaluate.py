@@ -153,9 +153,14 @@ def test_rerun_does_no_work_and_changes_nothing(reference, ckpt, dataset, monkey
     assert f"{TOTAL - FAILED} images evaluated, {FAILED} failed" in out and CORRUPT in out
 
 
-def test_other_settings_refused(reference, ckpt, dataset, capsys):
+def test_other_settings_and_bad_arguments_refused(reference, ckpt, dataset, tmp_path, capsys):
     assert ev.main(args(ckpt, dataset, reference, "--scale", "2")) == 2
     assert "other settings" in capsys.readouterr().err
+    assert ev.main(args(ckpt, tmp_path / "nope", tmp_path / "out")) == 2
+    assert capsys.readouterr().err.startswith(f"error: {tmp_path / 'nope'}: not a folder")
+    assert ev.main(args(ckpt, dataset, tmp_path / "out", "--workers", "0")) == 2
+    assert "--workers must be a positive integer" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()  # refused before anything is written
 
 
 KILLER = textwrap.dedent(

@@ -440,8 +440,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = _parser().parse_args(argv)
     try:
         options = _options(args)
-        positive_int("--batch-size", args.batch_size)
-        positive_int("--scale", args.scale)
+        for name in ("batch_size", "scale", "workers", "per_class", "sample"):
+            if getattr(args, name) is not None:
+                positive_int("--" + name.replace("_", "-"), getattr(args, name))
         summary = evaluate(args.ckpt, args.data, args.out, batch_size=args.batch_size, options=options,
                            scale=args.scale, workers=args.workers, image_size=_size(args.image_size),
                            per_class=args.per_class, sample=args.sample,
