@@ -144,7 +144,8 @@ def test_every_layer_factor_is_row_stochastic(attn, fusion, discard):
 def test_zero_layers_is_identity(attn):
     eye = np.broadcast_to(np.eye(16), (3, 16, 16))
     np.testing.assert_array_equal(np.asarray(vitjax.attention_rollout(attn[:, :0])), eye)
-    np.testing.assert_array_equal(np.asarray(vitjax.attention_rollout(attn, RO(start_layer=4))), eye)
+    with pytest.raises(ValueError, match=r"start_layer must be in \[0, 3\].*4 layers.*got 4"):
+        vitjax.attention_rollout(attn, RO(start_layer=4))  # would be the identity: a blank map
 
 
 def test_permuting_heads_leaves_mean_fusion_unchanged(attn):
@@ -210,6 +211,7 @@ def test_upsample_to_photo_size():
         (lambda a: RO(start_layer=1.5), r"start_layer.*1\.5"),
         (lambda a: RO(start_layer=-1), r"start_layer.*-1"),
         (lambda a: vitjax.attention_rollout(a, RO(start_layer=5)), r"start_layer.*4 layers.*5"),
+        (lambda a: vitjax.cumulative_maps(a, (3, 5), RO(start_layer=4)), r"start_layer.*\[0, 3\].*got 4"),
         (lambda a: vitjax.attention_rollout(a, {"head_fusion": "max"}), r"RolloutOptions"),
         (lambda a: vitjax.rollout_map(a, (4, 4)), r"grid 4x4.*N = 16"),
         (lambda a: vitjax.head_maps(a, (3, 5), layer=4), r"layer"),

@@ -69,3 +69,10 @@ def test_unknown_variant_lists_known():
 def test_bad_heads_rejected():
     with pytest.raises(ValueError, match="num_heads"):
         vitjax.get_config("testing", num_heads=3)
+
+
+def test_image_size_must_be_a_multiple_of_the_patch():
+    with pytest.raises(ValueError, match=r"100x100 is not a multiple of the patch size 16x16.*96x96"):
+        vitjax.get_config("ViT-B_16", image_size=100)
+    assert vitjax.get_config("ViT-B_16", image_size=(96, 128)).grid == (6, 8)
+    assert vitjax.get_config("R50+ViT-B_16", image_size=100).grid == (7, 7)  # the hybrid's stem pads (SAME)

@@ -121,6 +121,12 @@ class ViTConfig:
         gh, gw = self.grid
         if gh < 1 or gw < 1:
             raise ValueError(f"image_size {self.image_size} gives an empty patch grid {self.grid}")
+        if self.resnet_layers is None and (self.image_size[0] % self.patch_size[0]
+                                           or self.image_size[1] % self.patch_size[1]):
+            (h, w), (ph, pw) = self.image_size, self.patch_size
+            raise ValueError(f"image_size {h}x{w} is not a multiple of the patch size {ph}x{pw}: the last "
+                             f"{h % ph} row(s) / {w % pw} column(s) of pixels would be dropped silently; "
+                             f"use e.g. {h - h % ph or ph}x{w - w % pw or pw}")
 
     @property
     def stem_halvings(self) -> int:

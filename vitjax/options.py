@@ -30,7 +30,7 @@ class RolloutOptions:
         ``discard_ratio > 0`` is part of the compiled program).
       start_layer: layers before it (0-based) are left out of the rollout;
         Chefer, Gur & Wolf's evaluation code (CVPR 2021) uses 1 for the rollout
-        baseline. Must be at most the model's number of layers.
+        baseline. Must be below the model's number of layers.
       residual: add the identity for the residual connection before the rows
         are renormalised (Abnar & Zuidema); False multiplies the bare
         renormalised attentions.
@@ -76,16 +76,20 @@ class RolloutOptions:
         """A copy whose token layout (prefix tokens, class token) is that of ``config``.
 
         Raises:
-          ValueError: ``start_layer`` beyond the model's ``num_layers``.
+          ValueError: ``start_layer`` not below the model's ``num_layers``.
         """
         self.check_layers(config.num_layers)
         return dataclasses.replace(self, num_prefix_tokens=config.num_prefix_tokens, class_token=config.class_token)
 
     def check_layers(self, num_layers: int) -> None:
-        """Raises ValueError unless ``start_layer <= num_layers``."""
-        if self.start_layer > num_layers:
-            raise ValueError(f"start_layer must be in [0, {num_layers}] (the model has {num_layers} layers), "
-                             f"got {self.start_layer}")
+        """Raises ValueError unless ``start_layer < num_layers`` (at least one layer is rolled out).
+
+        A start layer of L or more would leave the identity: an all-zero map
+        that looks like a result.
+        """
+        if self.start_layer >= max(num_layers, 1):
+            raise ValueError(f"start_layer must be in [0, {max(num_layers - 1, 0)}] (the model has {num_layers} "
+                             f"layers; 0-based), got {self.start_layer}")
 
     def replace(self, **changes) -> RolloutOptions:
         """A validated copy with some fields changed."""
