@@ -28,7 +28,7 @@ BROKEN_ANNOTATION = "101_ObjectCategories/Faces_easy/image_0001.jpg"
 TOTAL, FAILED, ANNOTATED = 11, 1, 7  # 9 class images + 2 background; Faces_easy's annotation is broken
 BATCH = 4  # 11 images -> batches of 4, 4, 3 (the last one uneven)
 FINAL = ("images.csv", "summary.json", "metrics_vs_depth.png", "attention_distance.png")
-IMAGE_SIZE = ["32", "48"]  # non-square input: a 4 x 6 patch grid with 8-pixel patches
+IMAGE_SIZE = (32, 48)  # non-square input (--image-size 32x48): a 4 x 6 patch grid with 8-pixel patches
 
 
 def _photo(path: Path, size, mode: str, seed: int) -> None:
@@ -71,7 +71,7 @@ def ckpt(make_checkpoint) -> Path:
 
 def args(ckpt, data, out, *extra):
     return ["--ckpt", str(ckpt), "--data", str(data), "--out", str(out), "--batch-size", str(BATCH),
-            "--image-size", *IMAGE_SIZE, "--no-progress", *extra]
+            "--image-size", "{}x{}".format(*IMAGE_SIZE), "--no-progress", *extra]
 
 
 @pytest.fixture(scope="module")
@@ -149,8 +149,10 @@ def test_rerun_does_no_work_and_changes_nothing(reference, ckpt, dataset, monkey
     monkeypatch.setattr(ev, "load_target", no_work)
     assert ev.main(args(ckpt, dataset, reference)) == 0
     assert snapshot(reference) == before  # same bytes, same modification times, no new shard
-    out = capsys.readouterr().out
-    assert f"{TOTAL - FAILED} images evaluated, {FAILED} failed" in out and CORRUPT in out
+    captured = capsys.readouterr()
+    assert captured.out.startswith(f"0 new, {TOTAL} already done ({TOTAL} in all, {FAILED} failed); ")
+    assert CORRUPT not in captured.out and captured.err.startswith(f"failed: {CORRUPT}: ")
+    assert "cannot read image" in captured.err and captured.err.count("\n") == 1
 
 
 def test_other_settings_and_bad_arguments_refused(reference, ckpt, dataset, tmp_path, capsys):
@@ -161,6 +163,101 @@ def test_other_settings_and_bad_arguments_refused(reference, ckpt, dataset, tmp_
     assert ev.main(args(ckpt, dataset, tmp_path / "out", "--workers", "0")) == 2
     assert "--workers must be a positive integer" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()  # refused before anything is written
+    # the Python API too: every count is checked before the results folder is made
+    for kwargs in ({"batch_size": 0}, {"scale": 0}, {"workers": 0}, {"sample": 0}, {"image_size": (32, 0)}):
+        with pytest.raises(ValueError):
+            ev.evaluate(ckpt, dataset, tmp_path / "out", progress=False, **kwargs)
+        assert not (tmp_path / "out").exists(), kwargs
+    with pytest.raises(ValueError, match="not inside the dataset root"):
+        ev.run(caltech101(dataset), lambda b: [], tmp_path / "out", root=tmp_path, load=None, batch_size=4,
+               shape=(32, 48, 3))
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--image-size", "abc"], "argument --image-size: expected SIZE or HEIGHTxWIDTH"),
+    (["--image-size", "32", "48"], "unrecognized arguments: 48"),  # HEIGHTxWIDTH, as visualize.py
+    (["--batch-size", "abc"], "argument --batch-size: invalid int value"),
+    (["--no-such-option"], "unrecognized arguments: --no-such-option"),
+])
+def test_usage_errors_are_one_line(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        ev.main(["--ckpt", "x", "--data", "y", "--out", "z", *argv])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"evaluate.py: error: {message}") and err.count("\n") == 1, err
+    with pytest.raises(SystemExit):
+        ev.main(["--ckpt", "x", "--data", "y"])
+    assert capsys.readouterr().err == ("evaluate.py: error: the following arguments are required: --out "
+                                       "(see evaluate.py --help)\n")
+
+
+def test_without_annotations_only_distances(reference, ckpt, dataset, tmp_path, capsys):
+    """Class folders without annotations: no metrics figure, a note saying why, the distance figure."""
+    data = tmp_path / "folders"
+    for name in ("Faces", "ant"):
+        for p in sorted((dataset / "101_ObjectCategories" / name).glob("*.jpg")):
+            (data / name).mkdir(parents=True, exist_ok=True)
+            (data / name / p.name).write_bytes(p.read_bytes())
+    out = tmp_path / "out"
+    assert ev.main(args(ckpt, data, out)) == 0
+    captured = capsys.readouterr()
+    notes = [line for line in captured.err.splitlines() if line.startswith("note: ")]
+    assert notes == ["note: localisation metrics skipped: no object annotations (no Annotations/ folder, as a "
+                     "Caltech101 root has); mean attention distances only"]
+    assert captured.out.startswith("4 new, 0 already done (4 in all, 1 failed); ")
+    assert not (out / "metrics_vs_depth.png").exists()
+    assert (out / "attention_distance.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["notes"] == [notes[0][len("note: "):]] and summary["images"]["annotated"] == 0
+    assert json.loads((reference / "summary.json").read_text())["notes"] == []  # annotated: no note
+
+
+def test_flat_folder_is_one_unlabelled_group_with_a_note(ckpt, dataset, tmp_path, capsys):
+    """Images directly in ROOT, no class folders: accepted (distances need no label), and said so."""
+    data = tmp_path / "flat"
+    data.mkdir()
+    for p in sorted((dataset / "101_ObjectCategories" / "Faces").glob("*.jpg")):
+        (data / p.name).write_bytes(p.read_bytes())
+    assert ev.main(args(ckpt, data, tmp_path / "out")) == 0
+    assert f"note: {data}: no class folders; its 2 images form one unlabelled group\n" in capsys.readouterr().err
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert list(summary["per_class"]) == ["(no class)"] and summary["images"]["evaluated"] == 2
+
+
+def test_distance_figure_tells_every_head_apart():
+    """16 heads (ViT-L/H): every head a colour of its own (no 10-colour cycle) and a distinct marker/colour pair."""
+    from matplotlib.colors import to_hex
+
+    from vitjax.evalreport import distance_figure, head_styles
+
+    for heads in (6, 12, 16, 20, 32):
+        styles = head_styles(heads)
+        assert len({(s["color"], s["marker"]) for s in styles}) == heads
+        if heads <= 20:
+            assert len({s["color"] for s in styles}) == heads
+    mad = [[10.0 * layer + h for h in range(16)] for layer in range(1, 4)]
+    lines = distance_figure(mad).axes[0].get_lines()
+    assert len(lines) == 16
+    assert len({to_hex(line.get_color()) for line in lines}) == 16
+    assert {line.get_label() for line in lines} == {f"head {h}" for h in range(1, 17)}
+
+
+def test_metrics_figure_axes_and_legend():
+    """Fractions on a 0-1 axis even when every value is 0; without annotations one panel that says why."""
+    from vitjax.evalreport import metrics_figure
+
+    names = ev.map_names(2)
+    zero = {"annotated": 3, "maps": {n: {m: 0.0 for m in ("pointing", "iou", "auc", "boxmass")} for n in names}}
+    fig = metrics_figure(zero, 2)
+    assert len(fig.axes) == 4
+    for ax in fig.axes:
+        low, high = ax.get_ylim()
+        assert low <= 0 and high >= 1 and high - low < 1.1
+    none = {"annotated": 0, "maps": {n: {m: None for m in ("pointing", "iou", "auc", "boxmass")} for n in names}}
+    fig = metrics_figure(none, 2)
+    assert len(fig.axes) == 1 and not fig.axes[0].axison and fig.axes[0].get_legend() is None
+    assert "No annotated images" in fig.axes[0].texts[0].get_text()
 
 
 KILLER = textwrap.dedent(
@@ -192,7 +289,7 @@ KILLER = textwrap.dedent(
 
 
 @pytest.mark.parametrize("where, shards_left", [("after-first-batch", 1), ("inside-second-write", 1)])
-def test_sigkill_then_resume_gives_the_same_files(reference, ckpt, dataset, tmp_path, where, shards_left):
+def test_sigkill_then_resume_gives_the_same_files(reference, ckpt, dataset, tmp_path, where, shards_left, capsys):
     out = tmp_path / "out"
     proc = subprocess.run([sys.executable, "-c", KILLER, where, *args(ckpt, dataset, out)], env=env(),
                           capture_output=True, text=True, timeout=300)
@@ -200,6 +297,7 @@ def test_sigkill_then_resume_gives_the_same_files(reference, ckpt, dataset, tmp_
     assert len(list((out / "shards").glob("p*.json"))) == shards_left
     assert not (out / "images.csv").exists()
     assert ev.main(args(ckpt, dataset, out)) == 0
+    assert capsys.readouterr().out.startswith(f"{TOTAL - BATCH} new, {BATCH} already done ({TOTAL} in all, ")
     for name in FINAL:
         assert (out / name).read_bytes() == (reference / name).read_bytes(), name
     assert len(list((out / "shards").glob("p*.json"))) == 3  # 1 + the 2 batches left
@@ -216,7 +314,7 @@ def raw_outputs(ckpt, data, out) -> dict:
     from vitjax.pipeline import local_mesh, replicate, shard_batch
     from vitjax.preprocess import preprocess
 
-    model, params = load_checkpoint(ckpt, image_size=tuple(int(s) for s in IMAGE_SIZE))
+    model, params = load_checkpoint(ckpt, image_size=IMAGE_SIZE)
     program, _ = ev.maps_program(model)
     mesh = local_mesh()
     params = replicate(params, mesh)

@@ -22,8 +22,9 @@ How a run goes (:func:`run`, which knows nothing of maps):
    written atomically before the next batch starts: a SIGKILL loses at most the
    batch in flight, and a rerun computes only what is missing.
 5. From all shards, in image order: ``images.csv`` (one row per image, failures
-   with their reason), ``summary.json`` (per class and overall), and two figures
-   (:mod:`vitjax.evalreport`). Files whose bytes would not change are not rewritten.
+   with their reason), ``summary.json`` (per class and overall), and the figures
+   (:mod:`vitjax.evalreport`; the metrics figure only with annotations). Files
+   whose bytes would not change are not rewritten.
 
 With several processes (after ``jax.distributed.initialize()``), each runs its
 own share on its own devices and process 0 writes the final files after a
@@ -53,12 +54,12 @@ from vitjax.datasets import (
     positive_int,
     sample_records,
 )
-from vitjax.io import file_sha256, one_line, write_atomic
+from vitjax.io import OneLineParser, file_sha256, image_size_arg, one_line, write_atomic
 from vitjax.options import RolloutOptions
 from vitjax.pipeline import Batch, local_mesh, padded_batches, process_items, replicate, round_batch_size, shard_batch
 
-__all__ = ["Target", "run", "load_target", "map_names", "maps_program", "score_row", "map_metrics_step", "evaluate",
-           "main", "SHARDS", "FORMAT"]
+__all__ = ["Target", "Results", "run", "load_target", "map_names", "maps_program", "score_row", "map_metrics_step",
+           "evaluate", "main", "SHARDS", "FORMAT"]
 
 SHARDS = "shards"
 FORMAT = "vitjax-evaluate-shard/1"
@@ -249,6 +250,12 @@ def _number(x) -> Optional[float]:
 # --------------------------------------------------------------------------- the generic runner
 
 
+class Results(list):
+    """What :func:`run` returns: a list of rows, plus ``new``, how many of them this call computed."""
+
+    new: int = 0
+
+
 def _read_shards(folder: Path) -> Tuple[Dict[str, Row], Dict[str, str]]:
     rows: Dict[str, Row] = {}
     failed: Dict[str, str] = {}
@@ -281,18 +288,26 @@ def run(records: Sequence[ImageRecord], step: Step, out_dir, *, root, load: Call
       workers, progress: loader threads; show a tqdm bar (images/s) on stderr.
 
     Returns:
-      one dict per finished image (all shards), in ``records`` order: ``{"image",
-      "class", "label", "status": "ok", "reason": "", **step_row}`` or ``{...,
-      "status": "failed", "reason": why}``. Unfinished images (another process's
-      share still running) are absent.
+      :class:`Results`: one dict per finished image (all shards), in ``records``
+      order: ``{"image", "class", "label", "status": "ok", "reason": "",
+      **step_row}`` or ``{..., "status": "failed", "reason": why}``; ``.new`` of
+      them computed by this call. Unfinished images (another process's share still
+      running) are absent.
+
+    Raises:
+      DatasetError: a record outside ``root`` (before anything is written), an unreadable shard.
+      ValueError: ``batch_size`` or ``workers`` not positive (before anything is written).
     """
     import jax
     from tqdm import tqdm
 
     root = Path(root)
     shards = Path(out_dir) / SHARDS
+    key = {r.path: _key(r.path, root) for r in records}
+    positive_int("batch_size", batch_size)
+    if workers is not None:
+        positive_int("workers", workers)
     shards.mkdir(parents=True, exist_ok=True)
-    key = {r.path: Path(r.path).relative_to(root).as_posix() for r in records}
     rows, failed = _read_shards(shards)
     mine = process_items(records)
     todo = [r for r in mine if key[r.path] not in rows and key[r.path] not in failed]
@@ -318,14 +333,22 @@ def run(records: Sequence[ImageRecord], step: Step, out_dir, *, root, load: Call
 
         multihost_utils.sync_global_devices("vitjax.evaluate.run")
         rows, failed = _read_shards(shards)
-    results = []
+    results = Results()
     for r in records:
         k = key[r.path]
         if k in rows:
             results.append({**_meta(r, key), "status": "ok", "reason": "", **rows[k]})
         elif k in failed:
             results.append({**_meta(r, key), "status": "failed", "reason": failed[k]})
+    results.new = len(todo)
     return results
+
+
+def _key(path, root: Path) -> str:
+    try:
+        return Path(path).relative_to(root).as_posix()
+    except ValueError:
+        raise DatasetError(f"{path}: not inside the dataset root {root}") from None
 
 
 def _meta(record: ImageRecord, key) -> Row:
@@ -342,66 +365,69 @@ def _identity(ckpt, data, options: RolloutOptions, scale: int) -> Dict[str, Any]
             "options": options.to_dict()}
 
 
-def _claim(out: Path, ident: Dict[str, Any]) -> None:
-    """Records the run's settings in ``out/run.json``; refuses a folder holding a run of other settings."""
-    path = out / "run.json"
-    data = (json.dumps(ident, indent=1, sort_keys=True) + "\n").encode()
-    try:
-        write_atomic(path, data)
-    except FileExistsError:
-        if path.read_bytes() != data:
-            raise DatasetError(f"{path}: {out} holds results of other settings; use another --out") from None
-
-
 def evaluate(ckpt, data, out, *, batch_size: int = 32, options=None, scale: int = 4, workers: Optional[int] = None,
              image_size=None, per_class: Optional[int] = None, sample: Optional[int] = None, seed: int = 0,
-             progress: bool = True) -> Path:
+             progress: bool = True, note: Optional[Callable[[str], None]] = None) -> Path:
     """Evaluates a checkpoint's attention maps over a dataset; see the module docstring.
+
+    Arguments, data and checkpoint are checked before anything is written: a refused run leaves nothing.
 
     Args:
       ckpt: checkpoint path or name (:func:`vitjax.load_checkpoint`).
-      data: Caltech101 root or folder of class folders.
+      data: Caltech101 root or folder of class folders (:func:`vitjax.evalreport.run_notes`).
       out: results folder (created; a rerun resumes).
       batch_size: images per batch, rounded up to a multiple of the local devices.
       options: :class:`vitjax.RolloutOptions` for the joint and cumulative maps.
       scale: scoring grid = ``scale`` x the patch grid (:func:`vitjax.metrics.eval_size`).
       workers: loader and scorer threads (default: CPU count).
-      image_size: run the model at this ``(height, width)`` (position embedding
-        resized by :func:`vitjax.load_checkpoint`); default: the checkpoint's.
+      image_size: run the model at this ``(height, width)`` (or square side; position
+        embedding resized by :func:`vitjax.load_checkpoint`); default: the checkpoint's.
       per_class, sample, seed: evaluate a deterministic subset
         (:func:`vitjax.datasets.sample_records`).
       progress: show a progress bar.
+      note: called with each line of :func:`vitjax.evalreport.run_notes` before the run.
 
     Returns:
       the path of ``summary.json`` (written by process 0).
 
     Raises:
-      DatasetError, CheckpointError (ValueErrors, one line): bad data, checkpoint
-      or a results folder of other settings.
+      DatasetError, CheckpointError (ValueErrors, one line): bad arguments, data,
+      checkpoint or a results folder of other settings.
     """
+    return _evaluate(ckpt, data, out, batch_size=batch_size, options=options, scale=scale, workers=workers,
+                     image_size=image_size, per_class=per_class, sample=sample, seed=seed, progress=progress,
+                     note=note)[0]
+
+
+def _evaluate(ckpt, data, out, *, batch_size, options, scale, workers, image_size, per_class, sample, seed,
+              progress, note) -> Tuple[Path, Results]:
+    """:func:`evaluate`, returning ``(summary path, run's Results)``."""
     from vitjax.checkpoint import load_checkpoint
-    from vitjax.evalreport import write_report
+    from vitjax.evalreport import claim_folder, run_notes, write_report
     from vitjax.preprocess import preprocess
 
-    out = Path(out)
+    for name, value in (("batch_size", batch_size), ("scale", scale), ("workers", workers)):
+        if value is not None:
+            positive_int(name, value)
+    out, root = Path(out), Path(os.path.expanduser(os.fspath(data)))
     records = sample_records(dataset_records(data), per_class=per_class, sample=sample, seed=seed)
     model, params = load_checkpoint(ckpt, image_size=image_size)
     options = (RolloutOptions() if options is None else options).for_config(model.config)
-    out.mkdir(parents=True, exist_ok=True)
-    ident = _identity(ckpt, data, options, scale)
-    ident["image_size"] = list(model.config.image_size)
-    _claim(out, ident)
-    mesh = local_mesh()
-    step, grid_size = map_metrics_step(model, params, mesh=mesh, options=options, scale=scale, workers=workers)
     cfg = model.config
+    mesh = local_mesh()
+    batch_size = round_batch_size(batch_size, mesh)
+    for line in run_notes(records, root):
+        (note or (lambda _: None))(line)
+    ident = {**_identity(ckpt, data, options, scale), "image_size": list(cfg.image_size)}
+    claim_folder(out, "run.json", ident)
+    step, grid_size = map_metrics_step(model, params, mesh=mesh, options=options, scale=scale, workers=workers)
 
     def load(record):
         return preprocess(record.path, cfg), load_target(record, grid_size)
 
     try:
-        results = run(records, step, out, root=Path(os.path.expanduser(os.fspath(data))), load=load,
-                      batch_size=round_batch_size(batch_size, mesh), shape=tuple(cfg.image_size) + (3,),
-                      workers=workers, progress=progress)
+        results = run(records, step, out, root=root, load=load, batch_size=batch_size,
+                      shape=tuple(cfg.image_size) + (3,), workers=workers, progress=progress)
     finally:
         step.close()
     import jax
@@ -409,19 +435,20 @@ def evaluate(ckpt, data, out, *, batch_size: int = 32, options=None, scale: int 
     if jax.process_index() == 0:
         write_report(out, results, names=map_names(cfg.num_layers), num_layers=cfg.num_layers,
                      num_heads=cfg.num_heads, grid_size=grid_size, run=ident)
-    return out / "summary.json"
+    return out / "summary.json", results
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="evaluate.py", description=__doc__.splitlines()[0],
-                                epilog="Files in DIR: images.csv, summary.json, metrics_vs_depth.png, "
-                                       "attention_distance.png, run.json, shards/.")
+    p = OneLineParser(prog="evaluate.py", description=__doc__.splitlines()[0],
+                      epilog="Files in DIR: images.csv, summary.json, metrics_vs_depth.png (with annotations), "
+                             "attention_distance.png, run.json, shards/.")
     p.add_argument("--ckpt", required=True, help="checkpoint file (.npz, .safetensors) or name")
     p.add_argument("--data", required=True, metavar="ROOT", help="Caltech101 root or a folder of class folders")
     p.add_argument("--out", required=True, metavar="DIR", help="results folder (a rerun resumes)")
     p.add_argument("--batch-size", type=int, default=32, metavar="B", help="images per batch (default 32)")
-    p.add_argument("--image-size", type=int, nargs="+", default=None, metavar="PX",
-                   help="model input size: one number (square) or HEIGHT WIDTH (default: the checkpoint's)")
+    p.add_argument("--image-size", type=image_size_arg, default=None, metavar="SIZE",
+                   help="model input size: SIZE (square) or HEIGHTxWIDTH, e.g. 384 or 384x512 "
+                        "(default: the checkpoint's)")
     p.add_argument("--scale", type=int, default=4, help="scoring grid = SCALE x patch grid (default 4)")
     p.add_argument("--workers", type=int, default=None, help="loader/scorer threads (default: CPU count)")
     p.add_argument("--per-class", type=int, default=None, metavar="K", help="only K images per class")
@@ -436,34 +463,32 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """The command line; returns the exit status (0 done, 2 bad arguments or data, one line on stderr)."""
+    """The command line; returns the exit status (0 done, 2 bad arguments or data, one line on stderr).
+
+    Prints ``"N new, M already done (T in all, F failed); DIR/summary.json"`` on stdout;
+    notes (``note: ...``) and ``failed: IMAGE: reason`` lines go to stderr.
+    """
+    from vitjax.evalreport import counts_line
+
     args = _parser().parse_args(argv)
     try:
         options = _options(args)
         for name in ("batch_size", "scale", "workers", "per_class", "sample"):
             if getattr(args, name) is not None:
                 positive_int("--" + name.replace("_", "-"), getattr(args, name))
-        summary = evaluate(args.ckpt, args.data, args.out, batch_size=args.batch_size, options=options,
-                           scale=args.scale, workers=args.workers, image_size=_size(args.image_size),
-                           per_class=args.per_class, sample=args.sample,
-                           seed=args.seed, progress=not args.no_progress)
-    except ValueError as e:
+        summary, results = _evaluate(args.ckpt, args.data, args.out, batch_size=args.batch_size, options=options,
+                                     scale=args.scale, workers=args.workers, image_size=args.image_size,
+                                     per_class=args.per_class, sample=args.sample, seed=args.seed,
+                                     progress=not args.no_progress,
+                                     note=lambda line: print(f"note: {line}", file=sys.stderr))
+    except (ValueError, OSError) as e:
         print(f"error: {one_line(e)}", file=sys.stderr)
         return 2
-    if summary.exists():
-        s = json.loads(summary.read_text("utf-8"))
-        print(f"{s['images']['evaluated']} images evaluated, {s['images']['failed']} failed; {summary}")
-        for f in s["failures"]:
-            print(f"  failed: {f['image']}: {f['reason']}")
+    print(f"{counts_line(results, results.new)}; {summary}")
+    for r in results:
+        if r["status"] == "failed":
+            print(f"failed: {r['image']}: {r['reason']}", file=sys.stderr)
     return 0
-
-
-def _size(values):
-    if values is None:
-        return None
-    if len(values) not in (1, 2):
-        raise ValueError(f"--image-size takes 1 or 2 numbers, got {len(values)}")
-    return tuple(positive_int("--image-size", v) for v in (values * 2)[:2])
 
 
 def _options(args) -> RolloutOptions:
