@@ -19,6 +19,7 @@ from vitjax.perturbation import (
     ModelApply,
     auc,
     fill_value,
+    label_notes,
     main,
     perturbation_correct,
     perturbation_step,
@@ -209,3 +210,87 @@ def test_command_line(make_checkpoint, class_folder, tmp_path, capsys):
     text = capsys.readouterr().out
     assert "4 images (1 failed)" in text and "last_layer" in text
     assert main(["--ckpt", str(ckpt), "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "x")]) == 2
+
+
+def _cli(ckpt, data, out, *extra):
+    return ["--ckpt", str(ckpt), "--data", str(data), "--out", str(out), "--methods", "last_layer", *extra]
+
+
+def test_rejected_run_writes_nothing_and_the_corrected_rerun_runs(make_checkpoint, class_folder, tmp_path, capsys):
+    ckpt = make_checkpoint("testing", image_size=32, num_classes=2)
+    out = tmp_path / "out"
+    for bad in (["--batch-size", "0"], ["--workers", "0"], ["--sample", "0"]):
+        assert main(_cli(ckpt, class_folder, out, "--labels", "predicted", *bad)) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {bad[0]} must be a positive integer") and err.count("\n") == 1
+        assert not out.exists()  # refused before anything is written
+    model, params = load_checkpoint(ckpt)
+    records = dataset_records(class_folder)
+    for kwargs, message in (({"batch_size": 0}, "batch_size"), ({"resize": "bicubic"}, "resize"),
+                            ({"workers": 0}, "workers"), ({"steps": (0.5, 2.0)}, "steps")):
+        with pytest.raises(ValueError, match=message):
+            run_perturbation(model, params, records, out, root=class_folder, methods=("last_layer",), **kwargs)
+        assert not out.exists()
+    assert main(_cli(ckpt, class_folder, out, "--labels", "predicted", "--batch-size", "2")) == 0
+    assert "4 images (1 failed)" in capsys.readouterr().out
+
+
+def test_usage_errors_are_one_line(capsys):
+    for argv in (["--ckpt", "x", "--data", "y", "--out", "z", "--batch-size", "abc"], ["--ckpt", "x"]):
+        with pytest.raises(SystemExit) as exit_:
+            main(argv)
+        assert exit_.value.code == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("python -m vitjax.perturbation: error: "), err
+        assert "usage:" not in err and "(see python -m vitjax.perturbation --help)" in err
+
+
+def test_folders_that_are_not_the_model_classes_are_warned_about(make_checkpoint, class_folder, tmp_path, capsys):
+    """2 class folders (ant, bee) scored as classes 0 and 1 of a 3-class model: a warning, also in the JSON."""
+    ckpt = make_checkpoint("testing", image_size=32, num_classes=3)
+    out = tmp_path / "out"
+    assert main(_cli(ckpt, class_folder, out, "--batch-size", "4")) == 0
+    err = capsys.readouterr().err
+    warning = [line for line in err.splitlines() if line.startswith("warning: ")]
+    assert len(warning) == 1
+    assert "2 class folders but the model has 3 classes" in warning[0] and "--labels predicted" in warning[0]
+    saved = json.loads((out / "perturbation.json").read_text())
+    assert saved["warnings"] == [warning[0][len("warning: "):]]
+    assert "failed: bee/broken.png: " in err  # failures on stderr
+    # as many folders as classes, or labels that are not folder indices: no warning
+    records = dataset_records(class_folder)
+    assert label_notes(records, 2, class_folder) == []
+    assert label_notes(records, 3, class_folder, "predicted") == []
+    assert label_notes(records, 3, class_folder, {"ant": 2}) == []
+    # a label the model does not have: refused before anything is written
+    (tmp_path / "map.json").write_text(json.dumps({"bee": 7}))
+    assert main(_cli(ckpt, class_folder, tmp_path / "bad", "--labels", str(tmp_path / "map.json"))) == 2
+    assert "label 7 (folder 'bee') is not a class of the model (0..2)" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+
+
+def test_flat_folder_is_scored_against_the_prediction_with_a_note(make_checkpoint, class_folder, tmp_path, capsys):
+    """Images directly in ROOT (no class folders) are accepted, unlabelled, and the command says so."""
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for p in (class_folder / "ant").iterdir():
+        (flat / p.name).write_bytes(p.read_bytes())
+    ckpt = make_checkpoint("testing", image_size=32, num_classes=2)
+    assert main(_cli(ckpt, flat, tmp_path / "out", "--batch-size", "2")) == 0
+    captured = capsys.readouterr()
+    assert f"warning: {flat}: no class folders; its 2 images are unlabelled" in captured.err
+    assert "clean top-1 100.00 %" in captured.out  # scored against the clean prediction
+
+
+def test_plot_axis_is_accuracy_in_percent():
+    """All-zero curves still get a 0-100 % axis, not matplotlib's -0.04..0.04 around 0."""
+    from vitjax.perturbation import plot_curves
+
+    zero = {"accuracy": [0.0] * 10, "auc": 0.0}
+    fig = plot_curves({"steps": [0.0, *STEPS], "images": 3,
+                       "methods": {"rollout": {"positive": zero, "negative": zero}},
+                       "warnings": ["data has 3 class folders but the model has 1000 classes"]})
+    for ax in fig.axes:
+        low, high = ax.get_ylim()
+        assert low <= 0 and high >= 100 and high - low <= 110
+    assert "warning: data has 3 class folders" in fig.get_supxlabel()

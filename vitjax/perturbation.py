@@ -38,11 +38,8 @@ implement; ``generic`` is their ICCV 2021 follow-up.
 
 from __future__ import annotations
 
-import argparse
-import csv
 import dataclasses
 import functools
-import io
 import json
 import sys
 from pathlib import Path
@@ -52,10 +49,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vitjax.evalreport import plot_curves, write_results  # noqa: F401 (public here too; drawn there)
 from vitjax.options import RolloutOptions
 
 __all__ = ["STEPS", "ORDERS", "RUNNER_METHODS", "ModelApply", "removal_counts", "fill_value", "pixel_ranks",
-           "remove_pixels", "perturbation_correct", "auc", "relabel", "perturbation_step", "summarize",
+           "remove_pixels", "perturbation_correct", "auc", "relabel", "label_notes", "perturbation_step", "summarize",
            "run_perturbation", "write_results", "plot_curves", "main"]
 
 STEPS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)  # fractions of the pixels removed
@@ -206,6 +204,35 @@ def relabel(records: Sequence[Any], labels: Union[str, Mapping[str, int]] = "dat
             for r in records]
 
 
+def label_notes(records: Sequence[Any], num_classes: int, root, labels: Union[str, Mapping[str, int]] = "dataset"
+                ) -> List[str]:
+    """One-line warnings on how ``records`` (before sampling) will be scored with ``labels`` (see :func:`relabel`).
+
+    Only ``labels="dataset"`` (folder index = class index) can silently go wrong:
+    without class folders every image is scored against its clean prediction;
+    with another number of class folders than the model's ``num_classes`` the
+    folders are most likely not the model's classes (then every curve is near 0).
+    """
+    if labels != "dataset":
+        return []
+    folders = {r.class_name for r in records if r.label is not None}
+    if not folders:
+        return [f"{root}: no class folders; its {len(records)} images are unlabelled, each scored against its "
+                "clean prediction (as --labels predicted)"]
+    if len(folders) != num_classes:
+        return [f"{root} has {len(folders)} class folders but the model has {num_classes} classes, yet folder i "
+                "(sorted names) is scored as class i: use --labels predicted, or --labels FILE.json mapping "
+                "folder names to the model's class indices"]
+    return []
+
+
+def _check_labels(records: Sequence[Any], num_classes: int) -> None:
+    for r in records:
+        if r.label is not None and not 0 <= r.label < num_classes:
+            raise ValueError(f"{r.path}: label {r.label} (folder {r.class_name!r}) is not a class of the model "
+                             f"(0..{num_classes - 1}); use --labels predicted or a JSON {{folder: class index}}")
+
+
 def _all_maps(model, params, images, methods, target, options) -> Dict[str, Any]:
     """``{method: maps [B, gh, gw]}``; the class-specific ones share one forward pass and vjp."""
     from vitjax.explain import class_gradients, maps_from_gradients
@@ -303,7 +330,7 @@ def summarize(results: Sequence[Mapping[str, Any]], methods: Sequence[str], step
 def run_perturbation(model, params, records: Sequence[Any], out_dir, *, root, methods: Sequence[str] = RUNNER_METHODS,
                      explain: str = "predicted", steps: Sequence[float] = STEPS, options=None, batch_size: int = 16,
                      resize: str = "google", workers: Optional[int] = None, progress: bool = False,
-                     settings: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
+                     settings: Optional[Mapping[str, Any]] = None, notes: Sequence[str] = ()) -> Dict[str, Any]:
     """The perturbation test over a dataset: resumable, batched, sharded, through :func:`vitjax.evaluate.run`.
 
     Args:
@@ -324,88 +351,50 @@ def run_perturbation(model, params, records: Sequence[Any], out_dir, *, root, me
       resize: ``"google"`` or ``"pil"`` (:func:`vitjax.preprocess`; Chefer et al.
         used torchvision's ``Resize((224, 224))``, i.e. PIL's).
       settings: extra identity recorded in ``perturbation_run.json`` (checkpoint...).
+      notes: warnings to keep with the results (:func:`label_notes`).
 
     Returns:
-      :func:`summarize`'s dict plus ``"settings"``.
+      :func:`summarize`'s dict plus ``"settings"`` and ``"warnings"`` (``notes``).
 
     Raises:
-      ValueError: bad method/explain, headless model, a folder of other settings
-        (vitjax.datasets.DatasetError), no image loaded.
+      ValueError: bad method/explain/steps/resize/batch size/workers, a label that
+        is not a class of the model, a headless model, a folder of other settings
+        (vitjax.datasets.DatasetError) -- all before anything is written --, or no image loaded.
     """
     import jax
 
-    from vitjax.datasets import DatasetError
+    from vitjax.datasets import positive_int
+    from vitjax.evalreport import claim_folder
     from vitjax.evaluate import run
-    from vitjax.io import write_atomic
     from vitjax.pipeline import local_mesh, round_batch_size
-    from vitjax.preprocess import preprocess
+    from vitjax.preprocess import RESIZE_METHODS, preprocess
 
     mesh = local_mesh()
     step = perturbation_step(model, params, methods=methods, explain=explain, steps=steps, options=options, mesh=mesh)
     c = model.config
+    removal_counts(1, steps)
+    if resize not in RESIZE_METHODS:
+        raise ValueError(f"resize must be one of {', '.join(RESIZE_METHODS)}, got {resize!r}")
+    batch_size = round_batch_size(batch_size, mesh)
+    if workers is not None:
+        positive_int("workers", workers)
+    _check_labels(records, c.num_classes)
     ident = {"format": "vitjax-perturbation/1", "methods": list(methods), "explain": explain,
              "steps": [float(s) for s in steps], "resize": resize, "image_size": list(c.image_size),
              "options": {m: _options_for(options, m).for_config(c).to_dict() for m in methods},
              **dict(settings or {})}
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    data = (json.dumps(ident, indent=1, sort_keys=True) + "\n").encode()
-    try:
-        write_atomic(out / "perturbation_run.json", data)
-    except FileExistsError:
-        if (out / "perturbation_run.json").read_bytes() != data:
-            raise DatasetError(f"{out}: holds a perturbation run of other settings; use another folder") from None
+    claim_folder(out, "perturbation_run.json", ident)
 
     def load(record):
         return preprocess(record.path, c, resize=resize), None
 
-    results = run(records, step, out, root=root, load=load, batch_size=round_batch_size(batch_size, mesh),
+    results = run(records, step, out, root=root, load=load, batch_size=batch_size,
                   shape=tuple(c.image_size) + (3,), workers=workers, progress=progress)
-    summary = {**summarize(results, methods, steps), "settings": ident}
+    summary = {**summarize(results, methods, steps), "settings": ident, "warnings": list(notes)}
     if jax.process_index() == 0:
         write_results(summary, out)
     return summary
-
-
-def write_results(results: Mapping[str, Any], out_dir) -> List[Path]:
-    """Writes (replacing) ``perturbation.json``, ``perturbation.csv`` (method, order, fraction_removed,
-    accuracy, auc) and ``perturbation.png`` (:func:`plot_curves`) into ``out_dir``, each atomically."""
-    from vitjax.io import write_atomic
-
-    out = Path(out_dir)
-    text = io.StringIO()
-    writer = csv.writer(text, lineterminator="\n")
-    writer.writerow(["method", "order", "fraction_removed", "accuracy", "auc"])
-    for m, orders in results["methods"].items():
-        for order, curve in orders.items():
-            for x, y in zip(results["steps"], curve["accuracy"], strict=True):
-                writer.writerow([m, order, f"{x:g}", f"{y:.6f}", f"{curve['auc']:.4f}"])
-    png = io.BytesIO()
-    plot_curves(results).savefig(png, format="png", dpi=120)
-    return [write_atomic(out / "perturbation.json", (json.dumps(results, indent=1) + "\n").encode(), overwrite=True),
-            write_atomic(out / "perturbation.csv", text.getvalue().encode(), overwrite=True),
-            write_atomic(out / "perturbation.png", png.getvalue(), overwrite=True)]
-
-
-def plot_curves(results: Mapping[str, Any]):
-    """A :class:`matplotlib.figure.Figure` (no pyplot): accuracy against the fraction removed,
-    one panel per order, one line per method, AUC in the legend."""
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(10, 4), layout="constrained")
-    axes = fig.subplots(1, len(ORDERS), sharey=True)
-    x = 100 * np.asarray(results["steps"])
-    for ax, order in zip(axes, ORDERS, strict=True):
-        for m, orders in results["methods"].items():
-            ax.plot(x, 100 * np.asarray(orders[order]["accuracy"]), marker="o", ms=3,
-                    label=f"{m} (AUC {orders[order]['auc']:.2f})")
-        first = "most" if order == "positive" else "least"
-        ax.set(title=f"{order}: {first} relevant pixels removed first", xlabel="pixels removed (%)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    axes[0].set_ylabel("top-1 accuracy (%)")
-    fig.suptitle(f"Perturbation test (Chefer, Gur & Wolf, CVPR 2021), {results['images']} images")
-    return fig
 
 
 # --- command line -------------------------------------------------------------------------------
@@ -417,18 +406,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     Returns the exit status (0 done, 2 bad arguments or data, one line on stderr).
     """
     from vitjax.checkpoint import load_checkpoint
-    from vitjax.datasets import dataset_records, sample_records
-    from vitjax.io import one_line
+    from vitjax.datasets import dataset_records, positive_int, sample_records
+    from vitjax.io import OneLineParser, one_line
 
-    p = argparse.ArgumentParser(prog="python -m vitjax.perturbation", description=__doc__.splitlines()[0])
+    p = OneLineParser(prog="python -m vitjax.perturbation", description=__doc__.splitlines()[0])
     p.add_argument("--ckpt", required=True, help="checkpoint file (.npz, .safetensors) or name")
     p.add_argument("--data", required=True, metavar="ROOT", help="folder of class folders (ImageNet val/<wnid>/)")
     p.add_argument("--out", required=True, metavar="DIR", help="results folder (a rerun resumes)")
     p.add_argument("--methods", default=",".join(RUNNER_METHODS),
                    help="comma-separated, of " + ", ".join(RUNNER_METHODS))
     p.add_argument("--labels", default="dataset", metavar="dataset|predicted|FILE.json",
-                   help="score against the folder's label (sorted folder index; default), the clean prediction, "
-                        "or a JSON {folder: class index}")
+                   help="score against the folder's label (sorted folder index = the model's class index; "
+                        "default), the clean prediction, or a JSON {folder: class index}")
     p.add_argument("--explain", default="predicted", choices=("predicted", "label"), help="class the maps explain")
     p.add_argument("--rollout-start-layer", type=int, default=1, help="rollout's start layer (Chefer et al.: 1)")
     p.add_argument("--resize", default="google", choices=("google", "pil"), help="'pil' as torchvision Resize")
@@ -437,13 +426,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--workers", type=int, default=None, help="loader threads (default: CPU count)")
     a = p.parse_args(argv)
     try:
-        labels: Any = a.labels if a.labels in ("dataset", "predicted") else json.loads(Path(a.labels).read_text())
-        records = relabel(sample_records(dataset_records(a.data), sample=a.sample), labels)
+        for name in ("batch_size", "sample", "workers"):
+            if getattr(a, name) is not None:
+                positive_int("--" + name.replace("_", "-"), getattr(a, name))
+        labels: Any = a.labels if a.labels in ("dataset", "predicted") else _read_labels(a.labels)
+        every = dataset_records(a.data)
+        records = relabel(sample_records(every, sample=a.sample), labels)
         model, params = load_checkpoint(a.ckpt)
+        notes = label_notes(every, model.config.num_classes, a.data, labels) if model.config.num_classes else []
+        for text in notes:
+            print(f"warning: {text}", file=sys.stderr)
         methods = [m.strip() for m in a.methods.split(",") if m.strip()]
         options = {"rollout": RolloutOptions(start_layer=a.rollout_start_layer)}
         res = run_perturbation(model, params, records, a.out, root=Path(a.data).expanduser(), methods=methods,
-                               explain=a.explain, options=options,
+                               explain=a.explain, options=options, notes=notes,
                                batch_size=a.batch_size, resize=a.resize, workers=a.workers, progress=True,
                                settings={"checkpoint": str(a.ckpt), "labels": a.labels, "sample": a.sample})
     except (ValueError, OSError) as e:
@@ -453,7 +449,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
           "AUC x100 (negative: higher is better; positive: lower is better):")
     for m, orders in res["methods"].items():
         print(f"  {m:18s} negative {orders['negative']['auc']:6.2f}   positive {orders['positive']['auc']:6.2f}")
+    for image, reason in res["failed"]:
+        print(f"failed: {image}: {reason}", file=sys.stderr)
     return 0
+
+
+def _read_labels(path: str) -> Dict[str, int]:
+    try:
+        mapping = json.loads(Path(path).read_text("utf-8"))
+    except (OSError, ValueError) as e:
+        raise ValueError(f"--labels {path}: not 'dataset', 'predicted' or a readable JSON file ({e})") from None
+    if not isinstance(mapping, dict) or not all(
+            isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in mapping.values()):
+        raise ValueError(f"--labels {path}: expected a JSON object {{folder name: class index >= 0}}")
+    return mapping
 
 
 if __name__ == "__main__":
