@@ -329,8 +329,8 @@ def plot_curves(results: Mapping[str, Any]):
     axes = fig.subplots(1, len(ORDERS), sharey=True)
     x = 100 * np.asarray(results["steps"])
     for ax, order in zip(axes, ORDERS, strict=True):
-        for m, orders in results["methods"].items():
-            ax.plot(x, 100 * np.asarray(orders[order]["accuracy"]), marker="o", ms=3,
+        for i, (m, orders) in enumerate(results["methods"].items()):  # markers shrink: equal curves stay visible
+            ax.plot(x, 100 * np.asarray(orders[order]["accuracy"]), marker="osD^v"[i % 5], ms=max(7 - 1.2 * i, 3),
                     label=f"{m} (AUC {orders[order]['auc']:.2f})")
         first = "most" if order == "positive" else "least"
         ax.set(title=f"{order}: {first} relevant pixels removed first", xlabel="pixels removed (%)",
