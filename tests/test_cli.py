@@ -145,8 +145,9 @@ def record_figures(monkeypatch):
     return seen
 
 
-def test_precision_and_rollout_options_reach_every_figure_and_the_maps(tiny_checkpoint, tmp_path, capsys,
+def test_precision_and_rollout_options_reach_every_figure_and_the_maps(make_checkpoint, tmp_path, capsys,
                                                                         monkeypatch):
+    tiny_checkpoint = make_checkpoint("testing", num_layers=2)  # start layer 1 must leave a layer
     figures = record_figures(monkeypatch)
     calls = []
     load = vitjax.checkpoint.load_checkpoint
@@ -310,13 +311,24 @@ def test_zero_head_says_no_trained_head_instead_of_predicting(tmp_path, capsys, 
     assert maps["arrays"]["rollout"].max() == 1.0  # the maps are still drawn (each divided by its maximum)
 
 
-def test_high_norm_tokens_are_flagged_and_drawn(tmp_path, capsys, monkeypatch):
+def test_high_norm_tokens_and_attention_sinks_are_flagged_and_drawn(tmp_path, capsys, monkeypatch):
     from vitjax.config import get_config
     from vitjax.synthetic import random_checkpoint, save_npz
-    from vitjax.visualize import OUTLIER_RATIO
+    from vitjax.visualize import OUTLIER_RATIO, SINK_SHARE
 
-    flat = random_checkpoint(get_config("testing", num_classes=None), seed=4)
-    flat["Transformer/posembed_input/pos_embedding"][0, 1 + 3 * 14 + 5] = 100.0  # patch (3, 5): a huge residual
+    flat = random_checkpoint(get_config("testing", num_classes=None), seed=4)  # 1 layer, 2 heads of 5, width 10
+    u = np.resize([1.0, -1.0], 10)  # zero mean, unit variance: LayerNorm(100 (1 + u) + patch) = u + O(1e-2)
+    flat["Transformer/posembed_input/pos_embedding"][0, 1 + 3 * 14 + 5] = 100.0 * (1.0 + u)  # patch (3, 5): a huge
+    # residual (high norm), and, for head 1, a key along u that its query (a constant) seeks: an attention sink
+    block = "Transformer/encoderblock_0/"
+    att = block + "MultiHeadDotProductAttention_1/"
+    flat[block + "LayerNorm_0/scale"][:] = 1.0
+    flat[block + "LayerNorm_0/bias"][:] = 0.0
+    flat[att + "key/kernel"][:, 0, :] = 0.0
+    flat[att + "key/kernel"][:, 0, 0] = u / np.sqrt(10.0)  # head 1's key: (LayerNorm output . u / |u|) e_1
+    flat[att + "key/bias"][0] = 0.0
+    flat[att + "query/kernel"][:, 0, :] = 0.0
+    flat[att + "query/bias"][0] = [30.0, 0, 0, 0, 0]  # logit 30 sqrt(10) / sqrt(5) = 42 for the sink, 42 cos for others
     ckpt = save_npz(flat, tmp_path / "artifact.npz")
     figures = record_figures(monkeypatch)
     code, stdout, stderr = run(base(ckpt, tmp_path / "out") + ["--save-maps", "--method", "rollout"], capsys)
@@ -327,9 +339,19 @@ def test_high_norm_tokens_are_flagged_and_drawn(tmp_path, capsys, monkeypatch):
     assert np.unravel_index(np.argmax(norms), norms.shape) == (3, 5)
     assert norms[3, 5] > OUTLIER_RATIO * np.median(norms)
     assert saved["metadata"]["outlier_counts"] == [1] and saved["metadata"]["outlier_ratio"] == OUTLIER_RATIO
-    for name, text in figures:  # the summary says it under the map; the grid outlines it
+    received = saved["arrays"]["received_heads"][0]  # [L, H, gh, gw]
+    assert received.shape == (1, 2, 14, 14) and received[0, 0, 3, 5] > SINK_SHARE
+    assert saved["arrays"]["received"].shape == (1, 1, 14, 14)
+    meta = saved["metadata"]
+    assert meta["sink_counts"] == [1] and meta["sink_layers"] == [[1]] and meta["sink_share"] == SINK_SHARE
+    assert [name for name, _ in figures] == ["001-grace_hopper.png", "grid-rollout-01.png"]
+    for name, text in figures:  # the summary says both under the map; the grid marks them
         if name.startswith("001"):
+            text = text.replace("\n", " ")  # notes are wrapped to the panel's width
             assert f"1 high-norm token (\u25a1, norm > {OUTLIER_RATIO:g}\u00d7 median)" in text
+            # the rollout peak is on the sink; a 1-layer model has no start layer that leaves it out
+            assert "rollout peak = layer-1 attention sink (\u25cb, takes" in text
+            assert "--start-layer" not in text
 
 
 def test_class_specific_method_beside_the_rollout(tiny_checkpoint, tmp_path, capsys, monkeypatch):

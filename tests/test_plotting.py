@@ -177,6 +177,41 @@ def test_mark_patches_outlines_the_right_pixels(photo):
     assert (rect.get_width(), rect.get_height()) == (10, 10)
 
 
+def test_sinks_are_ringed_apart_from_high_norm_squares(photo, rng):
+    fig = drawing.new_figure((4, 3))
+    ax = drawing.image_axes(fig, (0, 0, 4, 3), photo)
+    mask = np.zeros((9, 16), bool)
+    mask[4, 10] = True
+    assert drawing.mark_patches(ax, mask, photo.shape[:2], marker="circle") == 1
+    ring = ax.patches[0]
+    assert type(ring).__name__ == "Ellipse"
+    # 10-pixel patches; the ring is centred on the patch (imshow's pixel centres are integers) and 1.5 patches wide
+    assert tuple(ring.center) == (10 * 10 - 0.5 + 5, 4 * 10 - 0.5 + 5) and (ring.width, ring.height) == (15, 15)
+    with pytest.raises(ValueError, match="marker"):
+        drawing.mark_patches(ax, mask, photo.shape[:2], marker="star")
+    heads = rng.random((6, 14, 14)).astype(np.float32)
+    sinks = np.zeros((14, 14), bool)
+    sinks[0, 0] = True
+    note = ("rollout peak = layer-1 attention sink (\u25cb, takes 93% of head 6's attention, 16% of the layer's); "
+            "--start-layer 1 leaves layer 1 out")
+    fig = plotting.summary_figure(photo, rng.random((14, 14)), head_maps=heads, outliers=sinks.T, sinks=sinks,
+                                  note=f"1 high-norm token\n{note}")
+    kinds = [sorted(type(p).__name__ for p in ax.patches) for ax in fig.axes]
+    # the joint map: one square (two rectangles) and one ring (two ellipses); the heads: squares only (no head_sinks)
+    assert kinds.count(["Ellipse", "Ellipse", "Rectangle", "Rectangle"]) == 1
+    assert kinds.count(["Rectangle", "Rectangle"]) == 6
+    title = next(ax.get_title() for ax in fig.axes if ax.get_title().startswith("joint attention"))
+    lines = title.split("\n")
+    assert lines[:2] == ["joint attention (rollout)", "1 high-norm token"]
+    assert " ".join(lines[2:]) == note and len(lines) == 4  # wrapped to the panel, every word kept
+    fig = plotting.summary_figure(photo, rng.random((14, 14)), head_maps=heads, sinks=sinks, head_sinks=sinks)
+    assert sum(1 for ax in fig.axes if len(ax.patches) == 2) == 1 + 6  # rings on the joint map and every head
+    fig = plotting.rollout_grid([photo, photo], rng.random((2, 14, 14)), sinks=[sinks, None])
+    assert sum(len(ax.patches) for ax in fig.axes) == 2  # one ring on the first row's map
+    with pytest.raises(ValueError, match="sink masks"):
+        plotting.rollout_grid([photo], rng.random((1, 14, 14)), sinks=[sinks, sinks])
+
+
 def test_grid_sizes(rng):
     photos = [rng.integers(0, 256, (60, 80, 3), np.uint8), rng.integers(0, 256, (80, 60, 3), np.uint8),
               rng.integers(0, 256, (45, 80, 3), np.uint8)]

@@ -1,9 +1,10 @@
-"""vitjax.visualize: outlier tokens, image gathering, run folders and the run pipeline called from Python."""
+"""vitjax.visualize: outlier tokens, attention sinks, image gathering, run folders and the run pipeline from Python."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import rounding_tol
 from PIL import Image
 
 import vitjax
@@ -94,3 +95,74 @@ def test_run_refuses_what_the_model_cannot_do(make_checkpoint, tmp_path):
         with pytest.raises(ValueError, match="explains a class, but the model has no classification head"):
             visualize.run(model, params, items, tmp_path, RunSettings(method="generic"))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_attention_sinks_are_patches_one_head_gives_more_than_the_share():
+    # 2 images, 3 layers, 2 heads, a 4 x 5 grid; every head spreads 1 / 20 on each patch
+    received = np.full((2, 3, 2, 4, 5), 1 / 20)
+    received[0, 0, 1, 1, 2] = 0.26  # head 2 of layer 1: above 0.25
+    received[1, 2, 0, 3, 4] = 0.25  # exactly the share: not above it
+    received[1, 1, :, 0, 0] = 0.2  # every head of layer 2 at 0.2: a large share of the layer, no sink
+    by_layer = visualize.sink_layers(received)
+    assert by_layer.shape == (2, 3, 4, 5) and by_layer.dtype == bool
+    assert np.argwhere(by_layer).tolist() == [[0, 0, 1, 2]]
+    assert np.argwhere(visualize.sink_layers(received, share=0.24)).tolist() == [[0, 0, 1, 2], [1, 2, 3, 4]]
+    assert np.argwhere(visualize.attention_sinks(received, 0.19)).tolist() == [[0, 1, 2], [1, 0, 0], [1, 3, 4]]
+    assert not visualize.attention_sinks(np.full((3, 2, 4, 5), 1 / 20)).any()  # uniform attention
+    with pytest.raises(ValueError, match="received_heads must be"):
+        visualize.sink_layers(np.zeros((3, 4, 5)))
+    for bad in (0.0, 1.0):
+        with pytest.raises(ValueError, match="share"):
+            visualize.sink_layers(received, share=bad)
+
+
+def test_sink_note_names_the_layer_head_shares_and_start_layer():
+    # 3 layers, 2 heads, 4 x 4 grid
+    received = np.full((3, 2, 4, 4), 0.01)
+    received[0, 1, 1, 1] = 0.9  # layer 1, head 2: 90 % of its attention; (0.9 + 0.01) / 2 = 46 % of the layer's
+    peak = np.zeros((4, 4))
+    peak[1, 1] = 1.0
+    elsewhere = np.zeros((4, 4))
+    elsewhere[2, 3] = 1.0
+    mask, note = visualize.sink_note(received, peak)
+    assert np.argwhere(mask).tolist() == [[1, 1]]
+    assert note == ("rollout peak = layer-1 attention sink (\u25cb, takes 90% of head 2's attention, 46% of the "
+                    "layer's); --start-layer 1 leaves layer 1 out")
+    assert visualize.sink_note(received, peak, start_layer=1)[1] == (
+        "rollout peak on a layer-1 attention sink (\u25cb, takes 90% of head 2's attention, 46% of the layer's), "
+        "though start layer 1 leaves layer 1 out")
+    assert visualize.sink_note(received, elsewhere, start_layer=1)[1] == (
+        "1 attention sink (\u25cb, > 25% of one head's attention in layer 1, left out by start layer 1), not the "
+        "rollout's peak")
+    received[1, 0, 1, 1], received[2, 0, 0, 0] = 0.8, 0.7  # the peak patch is a sink of layers 1 and 2; another in 3
+    assert visualize.sink_note(received, peak)[1] == (
+        "rollout peak = attention sink of layers 1, 2 (\u25cb, takes 90% of layer-1 head 2's attention, 46% of the "
+        "layer's); --start-layer 2 leaves layers 1\u20132 out")
+    assert visualize.sink_note(received, peak, start_layer=1)[1] == (
+        "rollout peak = layer-2 attention sink (\u25cb, takes 80% of head 1's attention, 40% of the layer's); "
+        "--start-layer 2 leaves layers 1\u20132 out")
+    assert visualize.sink_note(received, elsewhere)[1] == (
+        "2 attention sinks (\u25cb, > 25% of one head's attention in layers 1, 2, 3), not the rollout's peak")
+    last = np.zeros((4, 4))
+    last[0, 0] = 1.0  # a sink of the last layer: no start layer leaves it out
+    assert visualize.sink_note(received, last)[1] == ("rollout peak = layer-3 attention sink (\u25cb, takes 70% of "
+                                                      "head 1's attention, 36% of the layer's)")
+    assert visualize.sink_note(np.full((3, 2, 4, 4), 1 / 16), peak) == (None, None)
+    with pytest.raises(ValueError, match="joint_map"):
+        visualize.sink_note(received, np.zeros((4, 5)))
+
+
+def test_received_heads_is_each_heads_column_mean_in_both_paths(make_checkpoint):
+    model, params = vitjax.load_checkpoint(make_checkpoint("testing", num_layers=2))
+    x = np.random.default_rng(0).uniform(-1, 1, (2, 224, 224, 3)).astype(np.float32)
+    two = vitjax.compute_maps(model, params, x, keep_attention=True)
+    lean = vitjax.compute_maps(model, params, x, lean=True)
+    att = np.asarray(two["attention"], np.float64)  # [B, L, H, N, N]
+    want = att[..., 1:].mean(axis=3).reshape(2, 2, 2, 14, 14)
+    # the lean path's probabilities come from another compiled forward pass: 9 rounding stages per layer for
+    # L = 2 layers plus embedding and softmax (as the logits' tolerance), then the mean over N = 197 queries
+    tol = rounding_tol(want.max(), steps=9 * 2 + 3 + 1, fan_in=197)
+    for got in (two["received_heads"], lean["received_heads"]):
+        assert got.shape == (2, 2, 2, 14, 14)
+        np.testing.assert_allclose(np.asarray(got), want, atol=tol)
+    np.testing.assert_allclose(np.asarray(two["received_heads"]).mean(axis=2), np.asarray(two["received"]), atol=tol)

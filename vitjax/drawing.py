@@ -5,8 +5,8 @@ Arrays: :func:`upsample_map` (a ``[gh, gw]`` map to a photo's own size),
 :func:`photo_array`. Layout, all in inches from the bottom-left corner of a
 ``matplotlib.figure.Figure`` (never pyplot's global state): :func:`new_figure`,
 :func:`axes_at`, :func:`image_axes`, :func:`fit_box`, :func:`colorbar`,
-:func:`mark_patches`; text: :func:`shorten`, :func:`wrap`, :func:`provenance` (the line
-that says what made a figure), :func:`probability_axis`, :func:`probability_text`. Output:
+:func:`mark_patches`, :func:`mark_tokens`; text: :func:`shorten`, :func:`wrap`, :func:`note_title`,
+:func:`provenance` (the line that says what made a figure), :func:`probability_axis`, :func:`probability_text`. Output:
 :func:`figure_png`, :func:`save_figure` (atomic, through :func:`vitjax.io.write_atomic`).
 """
 
@@ -25,7 +25,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
-from matplotlib.patches import Rectangle
+from matplotlib.patches import Ellipse, Rectangle
 
 from vitjax.io import write_atomic
 
@@ -41,7 +41,9 @@ __all__ = [
     "fit_box",
     "image_axes",
     "mark_patches",
+    "mark_tokens",
     "new_figure",
+    "note_title",
     "overlay",
     "photo_array",
     "probability_axis",
@@ -244,21 +246,44 @@ def colorbar(fig: Figure, box: Box, mode: str, cmap: str, *, label: str, fontsiz
     bar.set_label(label, fontsize=fontsize)
 
 
-def mark_patches(ax, mask: ArrayLike, size_hw: Tuple[int, int]) -> int:
-    """Outlines the patches where ``mask [gh, gw]`` is True on an image of ``size_hw`` pixels.
+def mark_patches(ax, mask: ArrayLike, size_hw: Tuple[int, int], marker: str = "square") -> int:
+    """Marks the patches where ``mask [gh, gw]`` is True on an image of ``size_hw`` pixels.
 
-    Each patch gets a white square with a thin black edge inside it, visible on
-    dark and light photos alike. Returns the number of patches marked.
+    ``marker="square"`` outlines each patch (high-norm tokens, ``\u25a1``);
+    ``"circle"`` draws a ring around it, 1.5 patches across, so the map under the
+    patch stays visible (attention sinks, ``\u25cb``).
+    Either is white with a thin black edge, visible on dark and light photos
+    alike. Returns the number of patches marked.
+
+    Raises:
+      ValueError: an unknown ``marker``.
     """
+    if marker not in ("square", "circle"):
+        raise ValueError(f"marker must be 'square' or 'circle', got {marker!r}")
     mask = np.asarray(mask, bool)
     h, w = size_hw
     gh, gw = mask.shape
     ph, pw = h / gh, w / gw
     for i, j in zip(*np.nonzero(mask), strict=True):
         x, y = j * pw - 0.5, i * ph - 0.5  # imshow puts pixel centres on integers
-        ax.add_patch(Rectangle((x, y), pw, ph, fill=False, edgecolor="black", linewidth=2.4))
-        ax.add_patch(Rectangle((x, y), pw, ph, fill=False, edgecolor="white", linewidth=1.2))
+        for colour, width in (("black", 2.4), ("white", 1.2)):
+            if marker == "square":
+                ax.add_patch(Rectangle((x, y), pw, ph, fill=False, edgecolor=colour, linewidth=width))
+            else:
+                ax.add_patch(Ellipse((x + pw / 2, y + ph / 2), 1.5 * pw, 1.5 * ph, fill=False, edgecolor=colour,
+                                     linewidth=width))
     return int(mask.sum())
+
+
+def mark_tokens(ax, outliers: Optional[ArrayLike], sinks: Optional[ArrayLike], size_hw: Tuple[int, int]) -> None:
+    """High-norm patches outlined (``outliers``, squares) and attention sinks ringed (``sinks``, circles) on one map.
+
+    Either mask ``[gh, gw]`` bool may be None (see :func:`mark_patches`).
+    """
+    if outliers is not None:
+        mark_patches(ax, outliers, size_hw)
+    if sinks is not None:
+        mark_patches(ax, sinks, size_hw, marker="circle")
 
 
 # --------------------------------------------------------------------------- text
@@ -284,6 +309,16 @@ def wrap(text: str, width: int, lines: Optional[int] = None) -> str:
         parts = parts[:lines]
         parts[-1] = parts[-1][: max(1, width - 1)].rstrip() + "\u2026"
     return "\n".join(parts)
+
+
+def note_title(title: str, note: Optional[str], width_in: float) -> Tuple[str, dict]:
+    """``(text, keywords)`` for ``ax.set_title``: ``title``, then each line of ``note`` wrapped to ``width_in``
+    inches (at 8 pt); 10 pt without a note, 9 pt up to three lines, 8 pt beyond."""
+    if not note:
+        return title, {"fontsize": 10}
+    lines = [wrap(line, int(width_in * 72 / (0.55 * 8))) for line in str(note).split("\n")]
+    text = "\n".join([title] + lines)
+    return text, {"fontsize": 9 if text.count("\n") < 3 else 8, "linespacing": 1.1}
 
 
 # --------------------------------------------------------------------------- provenance and axes

@@ -18,7 +18,8 @@ the last block (before the final LayerNorm), whose outliers mark the
 2024); and ``received [B, L, gh, gw]``, the share of each layer's attention
 that each patch receives (mean over heads and queries), whose outliers are
 attention sinks: a patch that every query of an early layer attends to
-dominates the rollout product of all later layers.
+dominates the rollout product of all later layers. ``received_heads [B, L, H, gh, gw]`` keeps
+the same share per head (a sink is usually the work of one head).
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ from vitjax.options import RolloutOptions
 __all__ = ["METHODS", "compute_maps", "attention_maps", "MAP_KEYS"]
 
 METHODS = ("rollout", "layer", "cumulative", "heads")
-MAP_KEYS = ("rollout", "layer", "cumulative", "heads", "token_norms", "received")
+MAP_KEYS = ("rollout", "layer", "cumulative", "heads", "token_norms", "received", "received_heads")
 
 
 def _to_maps(rows, grid, normalize=True):
@@ -87,6 +88,11 @@ def _received(probs, static: RolloutOptions):
     return jnp.mean(probs[..., static.num_prefix_tokens:].astype(jnp.float32), axis=(1, 2))
 
 
+def _received_heads(probs, static: RolloutOptions):
+    """``[B, H, N, N]`` -> ``[B, H, N - prefix]``: attention each patch receives in each head, mean over queries."""
+    return jnp.mean(probs[..., static.num_prefix_tokens:].astype(jnp.float32), axis=2)
+
+
 def _token_norms(tokens, static: RolloutOptions, grid):
     patches = tokens[:, static.num_prefix_tokens:].astype(jnp.float32)  # [B, gh*gw, D]
     return jnp.sqrt(jnp.sum(patches * patches, axis=-1)).reshape((-1,) + tuple(grid))
@@ -115,6 +121,8 @@ def _maps_two_step(model: ViT, params, images, dyn, static: RolloutOptions, keep
         "token_norms": _token_norms(tokens, static, grid),
         "received": _to_maps(jax.vmap(lambda a: _received(a, static), in_axes=1, out_axes=1)(attention), grid,
                              normalize=False),
+        "received_heads": _to_maps(jax.vmap(lambda a: _received_heads(a, static), in_axes=1, out_axes=1)(attention),
+                                   grid, normalize=False),
     }
     if keep_attention:
         out["attention"] = attention
@@ -125,7 +133,7 @@ def _maps_two_step(model: ViT, params, images, dyn, static: RolloutOptions, keep
 def _maps_lean(model: ViT, params, images, dyn, static: RolloutOptions):
     grid = model.config.grid
     read = jax.vmap(lambda m: read_row(m, static))
-    state = {"joint": None, "own": [], "cumulative": [], "heads": [], "received": []}
+    state = {"joint": None, "own": [], "cumulative": [], "heads": [], "received": [], "received_heads": []}
 
     def fold(probs):  # [B, H, N, N], called once per layer, in order
         b, _, n, _ = probs.shape
@@ -140,6 +148,7 @@ def _maps_lean(model: ViT, params, images, dyn, static: RolloutOptions):
         state["cumulative"].append(read(joint))
         state["heads"].append(jax.vmap(read)(probs.astype(jnp.float32)))
         state["received"].append(_received(probs, static))
+        state["received_heads"].append(_received_heads(probs, static))
 
     logits, tokens, _ = _apply(model, params, images, on_attention=fold)
     cum = jnp.stack(state["cumulative"], axis=1)  # [B, L, P]
@@ -151,6 +160,7 @@ def _maps_lean(model: ViT, params, images, dyn, static: RolloutOptions):
         "heads": _to_maps(jnp.stack(state["heads"], axis=1), grid),
         "token_norms": _token_norms(tokens, static, grid),
         "received": _to_maps(jnp.stack(state["received"], axis=1), grid, normalize=False),
+        "received_heads": _to_maps(jnp.stack(state["received_heads"], axis=1), grid, normalize=False),
     }
 
 
@@ -186,8 +196,11 @@ def compute_maps(
       norm of each patch token's output of the last block, not normalised);
       ``received [B, L, gh, gw]`` (share of layer l's attention each patch
       receives, mean over heads and all queries; probabilities, not
-      normalised; uniform attention gives ``1 / N``). The other maps are
-      divided by their max.
+      normalised; uniform attention gives ``1 / N``); ``received_heads
+      [B, L, H, gh, gw]`` (the same per head, mean over queries only: a head
+      that puts most of its attention on one patch marks an attention sink,
+      see :func:`vitjax.visualize.sink_layers`). The other maps are divided by
+      their max.
 
     Raises:
       ValueError: bad images, options not a RolloutOptions, ``start_layer``

@@ -45,8 +45,9 @@ from vitjax.drawing import (
     figure_png,
     fit_box,
     image_axes,
-    mark_patches,
+    mark_tokens,
     new_figure,
+    note_title,
     overlay,
     photo_array,
     probability_axis,
@@ -134,6 +135,8 @@ def summary_figure(
     heads_title: str = "last layer: each head's class-token attention",
     no_predictions: str = "no classification head (the model outputs features)",
     outliers: Optional[ArrayLike] = None,
+    sinks: Optional[ArrayLike] = None,
+    head_sinks: Optional[ArrayLike] = None,
     note: Optional[str] = None,
     original_size: Optional[Tuple[int, int]] = None,
     title: Optional[str] = None,
@@ -160,8 +163,12 @@ def summary_figure(
       outliers: ``[gh, gw]`` bool: patches outlined on the joint map and the
         head maps (high-norm "artifact" tokens, see
         :func:`vitjax.visualize.outlier_tokens`).
-      note: a second line under the map panel's title (e.g. that the rollout
-        is dominated by outlier tokens).
+      sinks: ``[gh, gw]`` bool: attention-sink patches ringed on the joint map
+        (see :func:`vitjax.visualize.attention_sinks`); head_sinks: those
+        ringed on the head maps (the sinks of the heads' own layer).
+      note: lines under the map panel's title (e.g. that the rollout is
+        dominated by outlier tokens, or peaks on an attention sink); each
+        ``"\\n"``-separated line is wrapped to the panel's width.
       original_size: the photo's real ``(height, width)`` in pixels, shown in
         the first panel's title (default: ``photo``'s own size).
       title: figure title (e.g. the file name); footer: a last line (see :func:`provenance`).
@@ -190,9 +197,8 @@ def summary_figure(
 
     rect = fit_box(h / w, (5.0, bottom, _SUM_PANEL_W, ph))
     ax = image_axes(fig, rect, overlay(img, joint_map, mode=mode, cmap=cmap, alpha=alpha))
-    ax.set_title(map_title + (f"\n{note}" if note else ""), fontsize=10 if not note else 9)
-    if outliers is not None:
-        mark_patches(ax, outliers, (h, w))
+    ax.set_title(*note_title(map_title, note, rect[2]))
+    mark_tokens(ax, outliers, sinks, (h, w))
     label = "brightness kept: map \u00f7 its maximum" if mode == "mask" else _SCALE_ONE
     colorbar(fig, (9.625, rect[1], 0.15, rect[3]), mode, cmap, label=label, fontsize=8)
 
@@ -200,7 +206,7 @@ def summary_figure(
         _predictions(fig, (10.375 + _NAMES_W + 0.2, bottom + 0.375, 2.75, ph - 0.375), labels, probs)
     elif head_maps is not None:
         _heads_panel(fig, (10.625, bottom, 5.25, ph), img, head_maps, f"{no_predictions}\n{heads_title}",
-                     outliers, dict(mode=mode, cmap=cmap, alpha=alpha))
+                     (outliers, head_sinks), dict(mode=mode, cmap=cmap, alpha=alpha))
     else:
         ax = axes_at(fig, (10.625, bottom, 5.0, ph))
         ax.axis("off")
@@ -241,7 +247,7 @@ def _predictions(fig: Figure, box, labels: Sequence[str], probs: Sequence[float]
         ax.spines[side].set_visible(False)
 
 
-def _heads_panel(fig: Figure, box, img: np.ndarray, head_maps: ArrayLike, title: str, outliers, style) -> None:
+def _heads_panel(fig: Figure, box, img: np.ndarray, head_maps: ArrayLike, title: str, marks, style) -> None:
     maps = np.asarray(head_maps, np.float32)
     if maps.ndim != 3:
         raise ValueError(f"head_maps must be [H, gh, gw], got shape {maps.shape}")
@@ -274,8 +280,7 @@ def _heads_panel(fig: Figure, box, img: np.ndarray, head_maps: ArrayLike, title:
         y = top - (r + 1) * (th + label_h) - r * _GAP
         ax = image_axes(fig, (x, y, tw, th), overlay(img, ups[i], **style))
         ax.set_title(f"head {i + 1}", fontsize=7, pad=2)
-        if outliers is not None:
-            mark_patches(ax, outliers, (h, w))
+        mark_tokens(ax, *marks, (h, w))
 
 
 # --------------------------------------------------------------------------- grids
@@ -317,6 +322,7 @@ def map_grid(
     title: Optional[str] = None,
     footer: Optional[str] = None,
     outliers: Optional[Sequence[Optional[ArrayLike]]] = None,
+    sinks: Optional[Sequence[Optional[ArrayLike]]] = None,
     mode: str = "heatmap",
     cmap: str = "jet",
     alpha: float = 0.5,
@@ -333,6 +339,7 @@ def map_grid(
         lines, the second to as many as the row's height holds.
       title: figure title; footer: a last line (see :func:`provenance`).
       outliers: per row, ``[gh, gw]`` bool patches to outline in every map of the row (or None).
+      sinks: per row, ``[gh, gw]`` bool attention-sink patches to ring in every map of the row (or None).
       mode, cmap, alpha: see :func:`overlay`.
       dpi: pixels per inch; size in inches from :func:`grid_figsize`.
 
@@ -350,7 +357,7 @@ def map_grid(
         raise ValueError(f"every maps array must be [C, gh, gw] with the same C, got {[m.shape for m in maps]}")
     if len(column_titles) != c + 1:
         raise ValueError(f"need {c + 1} column titles (original + {c} maps), got {len(column_titles)}")
-    for name, seq in (("row labels", row_labels), ("outlier masks", outliers)):
+    for name, seq in (("row labels", row_labels), ("outlier masks", outliers), ("sink masks", sinks)):
         if seq is not None and len(seq) != b:
             raise ValueError(f"need {b} {name}, got {len(seq)}")
     ncols = c + 1
@@ -374,8 +381,8 @@ def map_grid(
             x = x0 + j * (cell_w + _GAP)
             shown = img if j == 0 else overlay(img, up[j - 1], mode=mode, cmap=cmap, alpha=alpha)
             ax = image_axes(fig, fit_box(h / w, (x, y, cell_w, cell_h)), shown)
-            if j > 0 and outliers is not None and outliers[i] is not None:
-                mark_patches(ax, outliers[i], (h, w))
+            if j > 0:
+                mark_tokens(ax, None if outliers is None else outliers[i], None if sinks is None else sinks[i], (h, w))
             if i == 0:
                 # column titles sit at a fixed height above the first row, whatever the photo's aspect
                 fig.text((x + cell_w / 2) / fw, (y + cell_h + 0.06) / fh,
@@ -414,7 +421,7 @@ def layer_grid(
         the joint map through each layer (``method="cumulative"``), from
         :func:`vitjax.compute_maps`.
       method: ``"layer"`` or ``"cumulative"``; sets column and figure titles.
-      row_labels, title, footer, outliers, mode, cmap, alpha, dpi: see :func:`map_grid`.
+      row_labels, title, footer, outliers, sinks, mode, cmap, alpha, dpi: see :func:`map_grid`.
     """
     if method not in ("layer", "cumulative"):
         raise ValueError(f"method must be 'layer' or 'cumulative', got {method!r}")
@@ -448,7 +455,7 @@ def head_grid(
         (``compute_maps(...)["heads"][:, layer]``).
       layer: the layer shown, 0-based (titles say ``layer + 1``).
       num_layers: the model's depth, for the title.
-      row_labels, title, footer, outliers, mode, cmap, alpha, dpi: see :func:`map_grid`.
+      row_labels, title, footer, outliers, sinks, mode, cmap, alpha, dpi: see :func:`map_grid`.
     """
     maps = [np.asarray(m) for m in maps]
     heads = maps[0].shape[0] if maps and maps[0].ndim == 3 else 0

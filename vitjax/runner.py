@@ -19,12 +19,15 @@ from vitjax.labels import NO_HEAD, class_label, topk
 from vitjax.visualize import (
     MAP_METHODS,
     OUTLIER_RATIO,
+    SINK_SHARE,
     ImageItem,
     RunResult,
     RunSettings,
     all_methods,
     outlier_note,
     safe_name,
+    sink_layers,
+    sink_note,
 )
 
 __all__ = ["Runner"]
@@ -75,8 +78,8 @@ class Runner:
         self.result = RunResult()
         self.tsv = [_TSV_HEADER]
         self.kept: Dict[str, list] = {}
-        self.meta: Dict[str, list] = {"sizes": [], "outliers": [], "targets": []}
-        self.page: List[Tuple[np.ndarray, np.ndarray, str, Optional[np.ndarray]]] = []
+        self.meta: Dict[str, list] = {"sizes": [], "outliers": [], "sinks": [], "sink_layers": [], "targets": []}
+        self.page: List[Tuple[np.ndarray, np.ndarray, str, Optional[np.ndarray], Optional[np.ndarray]]] = []
         self.pages = 0
 
     # ------------------------------------------------------------------ loading and maps
@@ -154,6 +157,14 @@ class Runner:
         self.out("\n".join(lines))
 
         mask, note = outlier_note(maps["token_norms"], maps["rollout"]) if "token_norms" in maps else (None, None)
+        sinks, sink_text, by_layer = None, None, None
+        if "received_heads" in maps:
+            sinks, sink_text = sink_note(maps["received_heads"], maps["rollout"], start_layer=s.options.start_layer)
+            by_layer = sink_layers(maps["received_heads"])
+
+        def layer_sinks(layer: int) -> Optional[np.ndarray]:  # head maps ring only the sinks of their own layer
+            return by_layer[layer] if by_layer is not None and by_layer[layer].any() else None
+        note = "\n".join(t for t in (note, sink_text) if t) or None
         target = None
         if self.explains:
             target = int(idx[0]) if s.target is None else int(s.target)
@@ -171,7 +182,8 @@ class Runner:
                 head_maps=maps["heads"][-1] if self.head != "trained" else None,
                 heads_title=f"layer {self.cfg.num_layers} of {self.cfg.num_layers}: each head's class-token "
                             "attention",
-                no_predictions=_NO_PREDICTIONS.get(self.head, ""), outliers=mask, note=note,
+                no_predictions=_NO_PREDICTIONS.get(self.head, ""), outliers=mask, sinks=sinks,
+                head_sinks=layer_sinks(-1), note=note,
                 original_size=size, title=title, footer=self.footer, map_title=map_title, **self.style)
             name = f"{number:0{self.width}d}-{safe_name(item.display)}.png"
             self.result.written.append(plotting.save_figure(fig, self.run_dir / name, overwrite=s.overwrite))
@@ -181,14 +193,18 @@ class Runner:
             gm = grid_maps[s.method]() if not self.explains else np.stack([maps["rollout"], maps["class"]])
             label = item.display + (f"\ntop-1 {prob[0]:.3f}: {labels[0]}" if labels else f"\n{NO_HEAD}"
                                     if self.head == "zero" else "")
-            self.page.append((thumb, gm, label, mask))
+            self.page.append((thumb, gm, label, mask, layer_sinks(self.layer0) if s.method == "heads" else sinks))
             if len(self.page) >= s.grid_rows:
                 self._flush_grid()
         self.result.processed.append(item)
         self.meta["sizes"].append(list(size))
         self.meta["outliers"].append(int(mask.sum()) if mask is not None else 0)
+        self.meta["sinks"].append(int(sinks.sum()) if sinks is not None else 0)
+        if by_layer is not None:
+            self.meta["sink_layers"].append([int(k) + 1 for k in np.nonzero(by_layer.any(axis=(1, 2)))[0]])
         if s.save_maps:
-            keep = {k: maps[k] for k in ("rollout", "layer", "cumulative", "token_norms", "class") if k in maps}
+            names = ("rollout", "layer", "cumulative", "token_norms", "received", "received_heads", "class")
+            keep = {k: maps[k] for k in names if k in maps}
             keep.update(heads=maps["heads"][self.layer0], topk_indices=np.asarray(idx, np.int32),
                         topk_probs=np.asarray(prob, np.float32))
             for k, v in keep.items():
@@ -199,9 +215,9 @@ class Runner:
             return
         s, cfg = self.s, self.cfg
         self.pages += 1
-        photos, maps, labels, masks = (list(t) for t in zip(*self.page, strict=True))
+        photos, maps, labels, masks, sinks = (list(t) for t in zip(*self.page, strict=True))
         self.page.clear()
-        kw = dict(row_labels=labels, footer=self.footer, outliers=masks, **self.style)
+        kw = dict(row_labels=labels, footer=self.footer, outliers=masks, sinks=sinks, **self.style)
         if s.method in ("layer", "cumulative"):
             fig = plotting.layer_grid(photos, maps, method=s.method, **kw)
             name = f"grid-{s.method}-{self.pages:02d}.png"
@@ -249,11 +265,14 @@ class Runner:
             "run": {"topk": s.topk, "labels": s.labels, "overlay": s.mode},
             "outlier_ratio": OUTLIER_RATIO,
             "outlier_counts": self.meta["outliers"],
+            "sink_share": SINK_SHARE,
+            "sink_counts": self.meta["sinks"],
+            "sink_layers": self.meta["sink_layers"],
             "topk_labels": [[class_label(c, s.names) for c in row] for row in arrays["topk_indices"]],
             "checkpoint": s.checkpoint,
             "checkpoint_path": os.path.abspath(s.checkpoint_path) if s.checkpoint_path else None,
             "checkpoint_sha256": self.sha256,
-            "layer_numbering": "arrays index layers from 0; heads_layer and figure titles count from 1",
+            "layer_numbering": "arrays index layers from 0; heads_layer, sink_layers and figure titles count from 1",
         }
         if self.explains:
             metadata["class_targets"] = self.meta["targets"]
