@@ -83,14 +83,17 @@ def _apply(model: ViT, params, images, on_attention=None, intermediates=False):
     return logits, last["tokens"], state
 
 
-def _received(probs, static: RolloutOptions):
-    """``[B, H, N, N]`` -> ``[B, N - prefix]``: attention each patch receives, mean over heads and queries."""
-    return jnp.mean(probs[..., static.num_prefix_tokens:].astype(jnp.float32), axis=(1, 2))
-
-
 def _received_heads(probs, static: RolloutOptions):
     """``[B, H, N, N]`` -> ``[B, H, N - prefix]``: attention each patch receives in each head, mean over queries."""
     return jnp.mean(probs[..., static.num_prefix_tokens:].astype(jnp.float32), axis=2)
+
+
+def _diagnostics(tokens, received_heads, static: RolloutOptions, grid):
+    """Token norms ``[B, gh, gw]``, received attention per layer ``[B, L, gh, gw]`` (mean over heads) and
+    per head ``[B, L, H, gh, gw]``, from the last block's tokens and ``received_heads [B, L, H, P]``."""
+    per_head = _to_maps(received_heads, grid, normalize=False)
+    return {"token_norms": _token_norms(tokens, static, grid), "received": jnp.mean(per_head, axis=2),
+            "received_heads": per_head}
 
 
 def _token_norms(tokens, static: RolloutOptions, grid):
@@ -118,11 +121,8 @@ def _maps_two_step(model: ViT, params, images, dyn, static: RolloutOptions, keep
         "layer": _to_maps(own, grid),
         "cumulative": _to_maps(cum, grid),
         "heads": _to_maps(heads, grid),
-        "token_norms": _token_norms(tokens, static, grid),
-        "received": _to_maps(jax.vmap(lambda a: _received(a, static), in_axes=1, out_axes=1)(attention), grid,
-                             normalize=False),
-        "received_heads": _to_maps(jax.vmap(lambda a: _received_heads(a, static), in_axes=1, out_axes=1)(attention),
-                                   grid, normalize=False),
+        **_diagnostics(tokens, jax.vmap(lambda a: _received_heads(a, static), in_axes=1, out_axes=1)(attention),
+                       static, grid),
     }
     if keep_attention:
         out["attention"] = attention
@@ -133,7 +133,7 @@ def _maps_two_step(model: ViT, params, images, dyn, static: RolloutOptions, keep
 def _maps_lean(model: ViT, params, images, dyn, static: RolloutOptions):
     grid = model.config.grid
     read = jax.vmap(lambda m: read_row(m, static))
-    state = {"joint": None, "own": [], "cumulative": [], "heads": [], "received": [], "received_heads": []}
+    state = {"joint": None, "own": [], "cumulative": [], "heads": [], "received_heads": []}
 
     def fold(probs):  # [B, H, N, N], called once per layer, in order
         b, _, n, _ = probs.shape
@@ -147,7 +147,6 @@ def _maps_lean(model: ViT, params, images, dyn, static: RolloutOptions):
         state["own"].append(read(a))
         state["cumulative"].append(read(joint))
         state["heads"].append(jax.vmap(read)(probs.astype(jnp.float32)))
-        state["received"].append(_received(probs, static))
         state["received_heads"].append(_received_heads(probs, static))
 
     logits, tokens, _ = _apply(model, params, images, on_attention=fold)
@@ -158,9 +157,7 @@ def _maps_lean(model: ViT, params, images, dyn, static: RolloutOptions):
         "layer": _to_maps(jnp.stack(state["own"], axis=1), grid),
         "cumulative": _to_maps(cum, grid),
         "heads": _to_maps(jnp.stack(state["heads"], axis=1), grid),
-        "token_norms": _token_norms(tokens, static, grid),
-        "received": _to_maps(jnp.stack(state["received"], axis=1), grid, normalize=False),
-        "received_heads": _to_maps(jnp.stack(state["received_heads"], axis=1), grid, normalize=False),
+        **_diagnostics(tokens, jnp.stack(state["received_heads"], axis=1), static, grid),
     }
 
 
