@@ -4,9 +4,9 @@ import itertools
 
 import numpy as np
 import pytest
+from conftest import rounding_tol
 
 import vitjax
-from conftest import rounding_tol
 from vitjax import RolloutOptions as RO
 from vitjax import attention as A
 

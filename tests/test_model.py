@@ -2,9 +2,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import rounding_tol
 
 import vitjax
-from conftest import rounding_tol
 from vitjax.inference import collect_attention
 
 SMALL_HYBRID = dict(resnet_layers=(1, 1), hidden_size=64, mlp_dim=64, num_heads=4, num_layers=2,
