@@ -281,3 +281,104 @@ def test_photo_array_shrinks_large_photos_keeping_aspect(tmp_path):
     a = plotting.photo_array(tmp_path / "big.png", 600)
     assert a.shape == (200, 600, 3) and a.dtype == np.uint8
     assert plotting.photo_array(Image.new("L", (50, 40)), 600).shape == (40, 50, 3)
+
+
+# --------------------------------------------------------------------------- start layer, colour bars, footers
+
+
+def _left_out_axes(fig):
+    return [ax for ax in fig.axes if [t.get_text() for t in ax.texts] == ["left out"]]
+
+
+def test_cumulative_grid_names_the_start_layer_and_marks_left_out_tiles(rng):
+    photos = [rng.integers(0, 256, (60, 80, 3), np.uint8), rng.integers(0, 256, (80, 60, 3), np.uint8)]
+    maps = rng.random((2, 4, 14, 14)).astype(np.float32)
+    maps[:, :2] = 0.0  # what compute_maps gives for layers before start_layer 2: all zero
+    sinks = np.zeros((14, 14), bool)
+    sinks[3, 4] = True
+    fig = plotting.layer_grid(photos, maps, method="cumulative", start_layer=2, start_flag="--start-layer 2",
+                              sinks=[sinks, sinks])
+    title = fig.texts[0].get_text().replace("\n", " ")
+    # before: "column 'layers 1-k' = joint attention of layers 1 through k", whatever the start layer
+    assert title == ("Cumulative rollout: column 'layers 3\u2013k' = joint attention of layers 3 through k "
+                     "(layers 1\u20132 left out: --start-layer 2)")
+    columns = [t.get_text() for t in fig.texts[1:6]]
+    assert columns == ["original", "layer 1", "layer 2", "layer 3", "layers 3\u20134"]  # were layers 1-3, 1-4
+    # the two left-out layers of both rows: a faded grey photo saying so (before: a uniform blue map), no rings
+    left = _left_out_axes(fig)
+    assert len(left) == 4
+    for ax in left:
+        tile = ax.get_images()[0].get_array()
+        assert np.array_equal(tile[..., 0], tile[..., 1]) and np.array_equal(tile[..., 1], tile[..., 2])
+        assert not ax.patches
+    assert sum(1 for ax in fig.axes if len(ax.patches) == 2) == 2 * 2  # a ring on each row's two real maps
+    # start layer 0 and each layer's own map (which never uses it) keep every tile
+    fig = plotting.layer_grid(photos, maps, method="cumulative")
+    assert "layers 1 through k" in fig.texts[0].get_text() and not _left_out_axes(fig)
+    fig = plotting.layer_grid(photos, maps, method="layer", start_layer=2)
+    assert not _left_out_axes(fig) and "left out" not in fig.texts[0].get_text()
+    with pytest.raises(ValueError, match="start_layer"):
+        plotting.layer_grid(photos, maps, start_layer=4)
+    with pytest.raises(ValueError, match="left_out"):
+        plotting.map_grid(photos, maps, column_titles=["o"] + ["l"] * 4, left_out=[4])
+
+
+def _inside(fig, artist, renderer):
+    box = artist.get_window_extent(renderer)
+    width, height = fig.bbox.width, fig.bbox.height
+    return box.x0 >= 0 and box.y0 >= 0 and box.x1 <= width and box.y1 <= height, box
+
+
+@pytest.mark.parametrize("hw", [(40, 80), (600, 512)])  # a row 0.75 in high (the shortest); Grace Hopper's
+def test_one_row_grid_colour_bar_label_stays_inside_the_figure(rng, hw):
+    photo = rng.integers(0, 256, hw + (3,), np.uint8)
+    fig = plotting.layer_grid([photo], rng.random((1, 12, 14, 14)), footer=FOOTER)
+    renderer = fig.canvas.get_renderer()
+    fig.canvas.draw()
+    (bar,) = [ax for ax in fig.axes if ax.get_ylabel()]
+    label = bar.yaxis.label
+    ok, box = _inside(fig, label, renderer)
+    assert ok, box  # before: the 38-character label ran off the bottom edge (and into the footer)
+    footer = next(t for t in fig.texts if t.get_text().startswith("ViT-B_16-224.npz"))
+    assert box.y0 > footer.get_window_extent(renderer).y1
+    assert " ".join(label.get_text().split()) == "attention \u00f7 each tile's own maximum"  # wrapped, not cut
+
+
+def test_colour_bar_sits_beside_a_tall_photos_map(rng):
+    tall = rng.integers(0, 256, (600, 115, 3), np.uint8)  # 115 x 600 px
+    fig = plotting.summary_figure(tall, rng.random((14, 14)), labels=["a"], probs=[1.0])
+    fw = fig.get_size_inches()[0]
+    bar = next(ax for ax in fig.axes if ax.get_ylabel())
+    joint = fig.axes[1]
+    gap = (bar.get_position().x0 - joint.get_position().x1) * fw
+    assert 0.0 < gap <= 0.2  # inches; before: 1.6 inches right of the narrow map
+    fig = plotting.rollout_grid([tall], rng.random((1, 14, 14)))
+    fw = fig.get_size_inches()[0]
+    bar = next(ax for ax in fig.axes if ax.get_ylabel())
+    right = max(ax.get_position().x1 for ax in fig.axes if ax is not bar)
+    assert 0.0 < (bar.get_position().x0 - right) * fw <= 0.2
+
+
+def test_class_map_colour_bar_says_what_the_map_is(photo, rng):
+    fig = plotting.summary_figure(photo, rng.random((14, 14)), quantity="generic relevance",
+                                  map_title="generic map of class 3")
+    flat = [" ".join(t.split()) for t in texts(fig)]  # colour-bar labels are wrapped to the bar's height
+    assert "generic relevance \u00f7 this map's maximum" in flat
+    assert not any("attention \u00f7" in t for t in flat)  # before: "attention ÷ this map's maximum"
+    fig = plotting.map_grid([photo], rng.random((1, 2, 14, 14)), column_titles=["o", "rollout", "generic"],
+                            quantity="rollout attention, generic relevance")
+    label = next(ax.get_ylabel() for ax in fig.axes if ax.get_ylabel())
+    assert " ".join(label.split()) == "rollout attention, generic relevance \u00f7 each tile's own maximum"
+
+
+def test_provenance_names_the_input_and_the_options_each_map_uses():
+    options = vitjax.RolloutOptions(start_layer=1)
+    line = plotting.provenance("d.safetensors", options, "float32", input_size=(518, 518), grid=(37, 37),
+                               maps=[("joint map", drawing.OPTION_FIELDS), ("head maps", ())])
+    assert line == ("d.safetensors \u00b7 518\u00d7518 px input, 37\u00d737 patches \u00b7 joint map: head fusion "
+                    "mean, discard ratio 0, start layer 1, residual \u00b7 head maps: no rollout options \u00b7 "
+                    "precision float32")
+    line = plotting.provenance("x.npz", options, None, input_size=224,
+                               maps=[("each layer's map", ("head_fusion", "discard_ratio", "residual"))])
+    assert line == ("x.npz \u00b7 224\u00d7224 px input \u00b7 each layer's map: head fusion mean, discard ratio 0, "
+                    "residual")

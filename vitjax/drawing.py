@@ -4,8 +4,8 @@ Arrays: :func:`upsample_map` (a ``[gh, gw]`` map to a photo's own size),
 :func:`overlay` (a map laid over a photo), :func:`as_photo`,
 :func:`photo_array`. Layout, all in inches from the bottom-left corner of a
 ``matplotlib.figure.Figure`` (never pyplot's global state): :func:`new_figure`,
-:func:`axes_at`, :func:`image_axes`, :func:`fit_box`, :func:`colorbar`,
-:func:`mark_patches`, :func:`mark_tokens`; text: :func:`shorten`, :func:`wrap`, :func:`note_title`,
+:func:`axes_at`, :func:`image_axes`, :func:`fit_box`, :func:`colorbar`, :func:`left_out_tile`,
+:func:`mark_patches`, :func:`mark_tokens`; text: :func:`shorten`, :func:`wrap`, :func:`note_title`, :func:`layer_span`,
 :func:`provenance` (the line that says what made a figure), :func:`probability_axis`, :func:`probability_text`. Output:
 :func:`figure_png`, :func:`save_figure` (atomic, through :func:`vitjax.io.write_atomic`).
 """
@@ -40,6 +40,8 @@ __all__ = [
     "figure_png",
     "fit_box",
     "image_axes",
+    "layer_span",
+    "left_out_tile",
     "mark_patches",
     "mark_tokens",
     "new_figure",
@@ -237,13 +239,34 @@ def image_axes(fig: Figure, box: Box, image: np.ndarray):
 
 
 def colorbar(fig: Figure, box: Box, mode: str, cmap: str, *, label: str, fontsize: float = 8) -> None:
-    """A vertical colour bar of [0, 1] at ``box`` (the ``"gray"`` ramp in ``"mask"`` mode)."""
+    """A vertical colour bar of [0, 1] at ``box`` (the ``"gray"`` ramp in ``"mask"`` mode).
+
+    ``label`` runs along the bar, wrapped to the bar's height (a short bar of
+    a one-row grid gets two or three lines instead of a label that runs off
+    the figure's edge).
+    """
     cax = axes_at(fig, box)
     bar = fig.colorbar(ScalarMappable(norm=Normalize(0.0, 1.0), cmap=colour_map("gray" if mode == "mask" else cmap)),
                        cax=cax)
     bar.set_ticks([0.0, 0.25, 0.5, 0.75, 1.0])
     bar.ax.tick_params(labelsize=fontsize)
-    bar.set_label(label, fontsize=fontsize)
+    per_line = max(8, int(box[3] * 72 / (0.6 * fontsize)))  # ~0.6 em per character, wide letters included
+    bar.set_label(wrap(label, per_line), fontsize=fontsize, linespacing=1.05)
+
+
+def left_out_tile(fig: Figure, box: Box, photo: ArrayLike, text: str = "left out", *, fontsize: float = 8):
+    """A tile that holds no result (e.g. a layer the rollout's start layer leaves out), never a blank map.
+
+    The photo in faded grey, so the row stays recognisable, with ``text`` in
+    a white box in its middle; no colour map, so it cannot be read as a map
+    that is zero everywhere. Returns the axes.
+    """
+    grey = as_photo(photo).astype(np.float32).mean(axis=-1, keepdims=True)
+    faded = np.repeat(np.rint(0.25 * grey + 0.75 * 205.0), 3, axis=-1).astype(np.uint8)
+    ax = image_axes(fig, box, faded)
+    ax.text(0.5, 0.5, text, ha="center", va="center", fontsize=fontsize, color="#333333", transform=ax.transAxes,
+            bbox=dict(boxstyle="round,pad=0.3", facecolor="white", edgecolor="#999999", linewidth=0.5))
+    return ax
 
 
 def mark_patches(ax, mask: ArrayLike, size_hw: Tuple[int, int], marker: str = "square") -> int:
@@ -311,21 +334,40 @@ def wrap(text: str, width: int, lines: Optional[int] = None) -> str:
     return "\n".join(parts)
 
 
+def layer_span(first: int, last: int) -> str:
+    """Layers ``first..last`` (1-based) as text: ``"layer 3"``, ``"layers 2\u20135"``."""
+    return f"layer {int(first)}" if int(first) == int(last) else f"layers {int(first)}\u2013{int(last)}"
+
+
 def note_title(title: str, note: Optional[str], width_in: float) -> Tuple[str, dict]:
-    """``(text, keywords)`` for ``ax.set_title``: ``title``, then each line of ``note`` wrapped to ``width_in``
-    inches (at 8 pt); 10 pt without a note, 9 pt up to three lines, 8 pt beyond."""
+    """``(text, keywords)`` for ``ax.set_title``: ``title``, then each line of ``note``, wrapped to ``width_in``
+    inches (at 8 pt; ``title`` alone at 10 pt); 10 pt without a note, 9 pt up to three lines, 8 pt beyond."""
     if not note:
-        return title, {"fontsize": 10}
-    lines = [wrap(line, int(width_in * 72 / (0.55 * 8))) for line in str(note).split("\n")]
-    text = "\n".join([title] + lines)
+        return wrap(title, int(width_in * 72 / (0.55 * 10))), {"fontsize": 10}
+    lines = [wrap(line, int(width_in * 72 / (0.55 * 8))) for line in [title] + str(note).split("\n")]
+    text = "\n".join(lines)
     return text, {"fontsize": 9 if text.count("\n") < 3 else 8, "linespacing": 1.1}
 
 
 # --------------------------------------------------------------------------- provenance and axes
 
 
+#: The :class:`vitjax.RolloutOptions` fields a footer can name, in the order it names them.
+OPTION_FIELDS = ("head_fusion", "discard_ratio", "start_layer", "residual")
+
+
+def _options_text(o: Mapping[str, Any], fields: Sequence[str]) -> str:
+    said = {"head_fusion": f"head fusion {o.get('head_fusion')}",
+            "discard_ratio": f"discard ratio {float(o.get('discard_ratio', 0.0)):g}",
+            "start_layer": f"start layer {o.get('start_layer')}",
+            "residual": "residual" if o.get("residual", True) else "no residual"}
+    return ", ".join(said[f] for f in OPTION_FIELDS if f in fields)
+
+
 def provenance(checkpoint: str, options: Any = None, precision: Optional[str] = None, *,
-               sha256: Optional[str] = None) -> str:
+               sha256: Optional[str] = None, input_size: Optional[Sequence[int]] = None,
+               grid: Optional[Sequence[int]] = None,
+               maps: Optional[Sequence[Tuple[str, Sequence[str]]]] = None) -> str:
     """The line that says what made a figure, for ``footer=``.
 
     Args:
@@ -333,16 +375,27 @@ def provenance(checkpoint: str, options: Any = None, precision: Optional[str] = 
       options: a :class:`vitjax.RolloutOptions` (or its ``to_dict()``).
       precision: the matmul precision (``"float32"``, ``"tensorfloat32"``, ``"bfloat16"``).
       sha256: the checkpoint file's hex SHA-256; its first 12 digits are shown.
+      input_size: the model's input ``(height, width)`` in pixels (or one int for a square);
+        grid: its patch grid ``(gh, gw)``: shown as ``"518\u00d7518 px input, 37\u00d737 patches"``.
+      maps: which options apply to which panel: ``(panel, fields)`` pairs, ``fields`` the
+        :data:`OPTION_FIELDS` that panel's map uses; a panel that uses none says so. Default:
+        one ``("rollout", OPTION_FIELDS)``.
 
     Returns:
-      e.g. ``"ViT-B_16-224.npz (sha256 3a4b…) · rollout: head fusion mean, discard ratio 0,
-      start layer 0, residual · precision float32"``.
+      e.g. ``"ViT-B_16-224.npz (sha256 3a4b…) · 224×224 px input, 14×14 patches · rollout: head
+      fusion mean, discard ratio 0, start layer 0, residual · precision float32"``, or with
+      ``maps=[("joint map", OPTION_FIELDS), ("head maps", ())]``: ``"… · joint map: head fusion
+      mean, …, residual · head maps: no rollout options · …"``.
     """
     parts = [str(checkpoint) + (f" (sha256 {sha256[:12]})" if sha256 else "")]
+    if input_size is not None:
+        hw = (int(input_size),) * 2 if np.ndim(input_size) == 0 else tuple(int(v) for v in input_size)
+        parts.append(f"{hw[0]}\u00d7{hw[1]} px input" + (f", {int(grid[0])}\u00d7{int(grid[1])} patches"
+                                                          if grid is not None else ""))
     if options is not None:
         o: Mapping[str, Any] = options.to_dict() if hasattr(options, "to_dict") else dict(options)
-        parts.append(f"rollout: head fusion {o['head_fusion']}, discard ratio {float(o['discard_ratio']):g}, "
-                     f"start layer {o['start_layer']}, {'residual' if o.get('residual', True) else 'no residual'}")
+        for panel, fields in (maps if maps is not None else [("rollout", OPTION_FIELDS)]):
+            parts.append(f"{panel}: {_options_text(o, fields) or 'no rollout options'}")
     if precision:
         parts.append(f"precision {precision}")
     return " \u00b7 ".join(parts)

@@ -32,7 +32,6 @@ from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
 
 from vitjax.drawing import (
     DPI,
@@ -45,19 +44,23 @@ from vitjax.drawing import (
     figure_png,
     fit_box,
     image_axes,
+    layer_span,
+    left_out_tile,
     mark_tokens,
     new_figure,
     note_title,
     overlay,
     photo_array,
     probability_axis,
-    probability_text,
     provenance,
     save_figure,
     shorten,
     upsample_map,
     wrap,
 )
+from vitjax.panels import GAP as _GAP
+from vitjax.panels import NAMES_W as _NAMES_W
+from vitjax.panels import heads_panel, predictions_panel
 
 __all__ = [
     "DPI",
@@ -87,10 +90,8 @@ _SUM_BOTTOM = 0.5  # footer line below the panels
 _SUM_TOP = 0.9375  # figure title + panel titles
 _SUM_PANEL_W = 4.5
 _SUM_MAX_PANEL_H = 8.0  # a tall portrait grows the page up to this, rather than shrinking to a sliver
-_NAMES_W = 2.4  # class-name column left of the bars
 
 # Grid geometry, inches (binary fractions: no rounding error in inches * dpi).
-_GAP = 0.0625
 _GRID_LEFT = 1.5  # row labels: up to 4 lines of ~25 characters at 7 pt
 _GRID_TOP = 0.875  # figure title + column titles
 _GRID_BOTTOM = 0.125
@@ -98,8 +99,8 @@ _FOOTER = 0.375  # up to two lines of provenance under a grid
 _GRID_RIGHT = 1.0  # colour bar, its ticks and label
 _GRID_MIN_WIDTH = 7.0  # room for the title however few columns
 
-_SCALE_ONE = "attention \u00f7 this map's maximum"
-_SCALE_EACH = "attention \u00f7 each tile's own maximum"
+_SCALE_ONE = "{} \u00f7 this map's maximum"
+_SCALE_EACH = "{} \u00f7 each tile's own maximum"
 
 
 def _footer(fig: Figure, text: Optional[str]) -> None:
@@ -142,6 +143,7 @@ def summary_figure(
     title: Optional[str] = None,
     footer: Optional[str] = None,
     map_title: str = "joint attention (rollout)",
+    quantity: str = "attention",
     mode: str = "heatmap",
     cmap: str = "jet",
     alpha: float = 0.5,
@@ -173,6 +175,8 @@ def summary_figure(
         the first panel's title (default: ``photo``'s own size).
       title: figure title (e.g. the file name); footer: a last line (see :func:`provenance`).
       map_title: title over the map panel.
+      quantity: what the map's values are, for its colour bar: ``"attention"``
+        (default), or e.g. ``"generic relevance"`` for a class-specific map.
       mode, cmap, alpha: see :func:`overlay`.
       dpi: pixels per inch; the figure is :func:`summary_figsize` inches.
 
@@ -197,90 +201,22 @@ def summary_figure(
 
     rect = fit_box(h / w, (5.0, bottom, _SUM_PANEL_W, ph))
     ax = image_axes(fig, rect, overlay(img, joint_map, mode=mode, cmap=cmap, alpha=alpha))
-    ax.set_title(*note_title(map_title, note, rect[2]))
+    ax.set_title(*note_title(map_title, note, _SUM_PANEL_W))  # the panel's width, however narrow a tall map
     mark_tokens(ax, outliers, sinks, (h, w))
-    label = "brightness kept: map \u00f7 its maximum" if mode == "mask" else _SCALE_ONE
-    colorbar(fig, (9.625, rect[1], 0.15, rect[3]), mode, cmap, label=label, fontsize=8)
+    label = "brightness kept: map \u00f7 its maximum" if mode == "mask" else _SCALE_ONE.format(quantity)
+    # right beside the map, however narrow a tall photo makes it
+    colorbar(fig, (rect[0] + rect[2] + 0.125, rect[1], 0.15, rect[3]), mode, cmap, label=label, fontsize=8)
 
     if labels is not None and probs is not None and len(probs) > 0:
-        _predictions(fig, (10.375 + _NAMES_W + 0.2, bottom + 0.375, 2.75, ph - 0.375), labels, probs)
+        predictions_panel(fig, (10.375 + _NAMES_W + 0.2, bottom + 0.375, 2.75, ph - 0.375), labels, probs)
     elif head_maps is not None:
-        _heads_panel(fig, (10.625, bottom, 5.25, ph), img, head_maps, f"{no_predictions}\n{heads_title}",
-                     (outliers, head_sinks), dict(mode=mode, cmap=cmap, alpha=alpha))
+        heads_panel(fig, (10.625, bottom, 5.25, ph), img, head_maps, f"{no_predictions}\n{heads_title}",
+                    (outliers, head_sinks), dict(mode=mode, cmap=cmap, alpha=alpha))
     else:
         ax = axes_at(fig, (10.625, bottom, 5.0, ph))
         ax.axis("off")
         ax.text(0.5, 0.5, wrap(no_predictions, 40), ha="center", va="center", fontsize=10, transform=ax.transAxes)
     return fig
-
-
-def _predictions(fig: Figure, box, labels: Sequence[str], probs: Sequence[float]) -> None:
-    probs = [float(p) for p in probs]
-    k = len(probs)
-    if len(labels) != k:
-        raise ValueError(f"labels and probs differ in length ({len(labels)} vs {k})")
-    row_h = box[3] / k
-    for fontsize in (9.0, 8.0, 7.0, 6.0):  # the largest font at which every name fits whole
-        width = int(_NAMES_W * 72 / (0.55 * fontsize))
-        room = max(1, int(row_h * 0.95 * 72 / (1.2 * fontsize)))
-        names = [wrap(name, width) for name in labels]
-        if max(n.count("\n") + 1 for n in names) <= room:
-            break
-    else:
-        names = [wrap(name, width, room) for name in labels]  # only past 6 pt does a name lose its end
-    ax = axes_at(fig, box)
-    ypos = np.arange(k)
-    xmax = probability_axis(max(probs))
-    ax.barh(ypos, probs, color="#3b75af", height=0.7)
-    ax.set_yticks(ypos, names, fontsize=fontsize)
-    ax.set_xlim(0.0, xmax)
-    ax.set_ylim(k - 0.5, -0.5)
-    ax.xaxis.set_major_locator(MaxNLocator(nbins=4, steps=[1, 2, 2.5, 5, 10]))
-    ax.tick_params(axis="x", labelsize=8)
-    ax.set_xlabel("probability (softmax)" + ("" if xmax == 1.0 else f"; axis 0\u2013{xmax:g}"), fontsize=9)
-    ax.set_title(f"top-{k} predictions", fontsize=10)
-    for y, p in zip(ypos, probs, strict=True):
-        inside = p > 0.75 * xmax
-        ax.text(p - 0.02 * xmax if inside else p + 0.02 * xmax, y, probability_text(p), va="center",
-                ha="right" if inside else "left", fontsize=min(fontsize, 8.0), color="white" if inside else "black")
-    for side in ("top", "right"):
-        ax.spines[side].set_visible(False)
-
-
-def _heads_panel(fig: Figure, box, img: np.ndarray, head_maps: ArrayLike, title: str, marks, style) -> None:
-    maps = np.asarray(head_maps, np.float32)
-    if maps.ndim != 3:
-        raise ValueError(f"head_maps must be [H, gh, gw], got shape {maps.shape}")
-    n = maps.shape[0]
-    x0, y0, bw, bh = box
-    h, w = img.shape[:2]
-    bh -= 0.1  # panel title
-    label_h = 0.17
-
-    def tile(cols: int) -> float:  # tile width with ``cols`` columns
-        rows = -(-n // cols)
-        by_w = (bw - (cols - 1) * _GAP) / cols
-        by_h = (bh - rows * label_h - (rows - 1) * _GAP) / rows / (h / w)
-        return min(by_w, by_h)
-
-    cols = max(range(1, n + 1), key=tile)
-    tw = tile(cols)
-    th = tw * h / w
-    rows = -(-n // cols)
-    used_w = cols * tw + (cols - 1) * _GAP
-    used_h = rows * (th + label_h) + (rows - 1) * _GAP
-    left = x0 + (bw - used_w) / 2
-    top = y0 + bh - (bh - used_h) / 2
-    fw, fh = fig.get_size_inches()
-    fig.text((x0 + bw / 2) / fw, (top + 0.03) / fh, title, ha="center", va="bottom", fontsize=9)  # right over the tiles
-    ups = upsample_map(maps, (h, w))
-    for i in range(n):
-        r, c = divmod(i, cols)
-        x = left + c * (tw + _GAP)
-        y = top - (r + 1) * (th + label_h) - r * _GAP
-        ax = image_axes(fig, (x, y, tw, th), overlay(img, ups[i], **style))
-        ax.set_title(f"head {i + 1}", fontsize=7, pad=2)
-        mark_tokens(ax, *marks, (h, w))
 
 
 # --------------------------------------------------------------------------- grids
@@ -323,6 +259,9 @@ def map_grid(
     footer: Optional[str] = None,
     outliers: Optional[Sequence[Optional[ArrayLike]]] = None,
     sinks: Optional[Sequence[Optional[ArrayLike]]] = None,
+    left_out: Sequence[int] = (),
+    left_out_text: str = "left out",
+    quantity: str = "attention",
     mode: str = "heatmap",
     cmap: str = "jet",
     alpha: float = 0.5,
@@ -340,11 +279,16 @@ def map_grid(
       title: figure title; footer: a last line (see :func:`provenance`).
       outliers: per row, ``[gh, gw]`` bool patches to outline in every map of the row (or None).
       sinks: per row, ``[gh, gw]`` bool attention-sink patches to ring in every map of the row (or None).
+      left_out: map columns (0-based among the C maps) that hold no result, e.g. the layers a rollout's
+        start layer leaves out: drawn as the photo in faded grey with ``left_out_text``
+        (:func:`vitjax.drawing.left_out_tile`), unmarked, never as a blank map.
+      quantity: what the maps' values are, for the colour bar (``"attention"``; e.g.
+        ``"attention (rollout), relevance (generic)"`` for mixed columns).
       mode, cmap, alpha: see :func:`overlay`.
       dpi: pixels per inch; size in inches from :func:`grid_figsize`.
 
     Raises:
-      ValueError: counts or shapes that do not match, bad style.
+      ValueError: counts or shapes that do not match, a ``left_out`` column out of range, bad style.
     """
     check_mode(mode)
     b = len(photos)
@@ -360,6 +304,9 @@ def map_grid(
     for name, seq in (("row labels", row_labels), ("outlier masks", outliers), ("sink masks", sinks)):
         if seq is not None and len(seq) != b:
             raise ValueError(f"need {b} {name}, got {len(seq)}")
+    left_out = {int(k) for k in left_out}
+    if any(not 0 <= k < c for k in left_out):
+        raise ValueError(f"left_out columns must be in [0, {c - 1}], got {sorted(left_out)}")
     ncols = c + 1
     aspects = [im.shape[0] / im.shape[1] for im in imgs]
     cell_w, heights = _cells(b, ncols, aspects)
@@ -373,16 +320,23 @@ def map_grid(
                  fontsize=11, fontweight="bold", linespacing=1.05)
     _footer(fig, footer)
     y = fh - _GRID_TOP + _GAP
+    right = x0  # right edge of the rightmost tile: the colour bar sits beside it, however narrow the photos
     for i, (img, m, cell_h) in enumerate(zip(imgs, maps, heights, strict=True)):
         h, w = img.shape[:2]
         up = upsample_map(m, (h, w))
         y -= cell_h + _GAP
         for j in range(ncols):
             x = x0 + j * (cell_w + _GAP)
-            shown = img if j == 0 else overlay(img, up[j - 1], mode=mode, cmap=cmap, alpha=alpha)
-            ax = image_axes(fig, fit_box(h / w, (x, y, cell_w, cell_h)), shown)
-            if j > 0:
-                mark_tokens(ax, None if outliers is None else outliers[i], None if sinks is None else sinks[i], (h, w))
+            box = fit_box(h / w, (x, y, cell_w, cell_h))
+            right = max(right, box[0] + box[2])
+            if j - 1 in left_out:
+                left_out_tile(fig, box, img, left_out_text, fontsize=title_size)
+            else:
+                shown = img if j == 0 else overlay(img, up[j - 1], mode=mode, cmap=cmap, alpha=alpha)
+                ax = image_axes(fig, box, shown)
+                if j > 0:
+                    mark_tokens(ax, None if outliers is None else outliers[i], None if sinks is None else sinks[i],
+                                (h, w))
             if i == 0:
                 # column titles sit at a fixed height above the first row, whatever the photo's aspect
                 fig.text((x + cell_w / 2) / fw, (y + cell_h + 0.06) / fh,
@@ -399,8 +353,8 @@ def map_grid(
     grid_h = sum(heights) + (b - 1) * _GAP
     bar_h = min(grid_h, 3.0)
     bar_y = fh - _GRID_TOP - grid_h / 2 - bar_h / 2
-    label = "brightness kept: each tile \u00f7 its maximum" if mode == "mask" else _SCALE_EACH
-    colorbar(fig, (x0 + grid_w + 0.15, bar_y, 0.12, bar_h), mode, cmap, label=label, fontsize=7)
+    label = "brightness kept: each tile \u00f7 its maximum" if mode == "mask" else _SCALE_EACH.format(quantity)
+    colorbar(fig, (right + 0.15, bar_y, 0.12, bar_h), mode, cmap, label=label, fontsize=7)
     return fig
 
 
@@ -409,6 +363,8 @@ def layer_grid(
     maps: ArrayLike,
     *,
     method: str = "cumulative",
+    start_layer: int = 0,
+    start_flag: Optional[str] = None,
     row_labels: Optional[Sequence[str]] = None,
     title: Optional[str] = None,
     **kw,
@@ -421,20 +377,35 @@ def layer_grid(
         the joint map through each layer (``method="cumulative"``), from
         :func:`vitjax.compute_maps`.
       method: ``"layer"`` or ``"cumulative"``; sets column and figure titles.
-      row_labels, title, footer, outliers, sinks, mode, cmap, alpha, dpi: see :func:`map_grid`.
+      start_layer: the rollout's :class:`vitjax.RolloutOptions` ``start_layer`` (0-based: the number
+        of layers left out). With ``"cumulative"`` and s > 0, column k reads ``"layers s+1\u2013k"``,
+        the title says which layers are left out, and the first s tiles are marked
+        ``"left out"`` (:func:`vitjax.drawing.left_out_tile`) instead of drawn as all-zero maps.
+        Each layer's own map (``"layer"``) does not use it.
+      start_flag: how the title names the setting, e.g. ``"--start-layer 1"`` (default ``"start layer s"``).
+      row_labels, title, footer, outliers, sinks, quantity, mode, cmap, alpha, dpi: see :func:`map_grid`.
+
+    Raises:
+      ValueError: a bad ``method``, or ``start_layer`` outside [0, L).
     """
     if method not in ("layer", "cumulative"):
         raise ValueError(f"method must be 'layer' or 'cumulative', got {method!r}")
     maps = [np.asarray(m) for m in maps]
     num_layers = maps[0].shape[0] if maps and maps[0].ndim == 3 else 0
+    s = int(start_layer)
+    if not 0 <= s < max(num_layers, 1):
+        raise ValueError(f"start_layer must be in [0, {num_layers - 1}] for {num_layers} layers, got {start_layer!r}")
     if method == "layer":
         cols = [f"layer {i + 1}" for i in range(num_layers)]
         default = "Each layer's own attention map (class-token row of that layer alone)"
+        s = 0
     else:
-        cols = ["layer 1"] + [f"layers 1\u2013{i + 1}" for i in range(1, num_layers)]
-        default = "Cumulative rollout: column 'layers 1\u2013k' = joint attention of layers 1 through k"
+        cols = [f"layer {i + 1}" if i <= s else layer_span(s + 1, i + 1) for i in range(num_layers)]
+        default = f"Cumulative rollout: column 'layers {s + 1}\u2013k' = joint attention of layers {s + 1} through k"
+        if s:
+            default += f" ({layer_span(1, s)} left out: {start_flag or f'start layer {s}'})"
     return map_grid(photos, maps, column_titles=["original"] + cols, row_labels=row_labels,
-                    title=default if title is None else title, **kw)
+                    title=default if title is None else title, left_out=range(s), **kw)
 
 
 def head_grid(
