@@ -161,15 +161,53 @@ def test_precision_and_rollout_options_reach_every_figure_and_the_maps(make_chec
     names = sorted(name for name, _ in figures)
     assert names == ["001-grace_hopper.png", "grid-layer-01.png"]
     sha = hashlib.sha256(Path(tiny_checkpoint).read_bytes()).hexdigest()[:12]
-    for _, text in figures:
+    for name, text in figures:
         flat = " ".join(text.split())
         assert f"{Path(tiny_checkpoint).name} (sha256 {sha})" in flat
-        assert "head fusion max, discard ratio 0.5, start layer 1, residual" in flat and "precision bfloat16" in flat
+        assert "224\u00d7224 px input, 14\u00d714 patches" in flat and "precision bfloat16" in flat
+        if name.startswith("001"):  # the summary's map is the rollout: every option applies
+            assert "joint map: head fusion max, discard ratio 0.5, start layer 1, residual" in flat
+        else:  # each layer's own map: no product over layers, so no start layer (it was listed)
+            assert "each layer's map: head fusion max, discard ratio 0.5, residual" in flat
+            assert "start layer" not in flat
     (run_dir,) = run_dirs(tmp_path)
     meta = load_maps(run_dir / "maps.msgpack")["metadata"]
     assert meta["precision"] == "bfloat16"
     assert meta["options"] == dict(head_fusion="max", discard_ratio=0.5, start_layer=1, residual=True,
                                    num_prefix_tokens=1, class_token=True)
+
+
+def test_start_layer_in_titles_columns_and_left_out_tiles(make_checkpoint, tmp_path, capsys, monkeypatch):
+    ckpt = make_checkpoint("testing", num_layers=2)
+    figures = record_figures(monkeypatch)
+    code, _, stderr = run(base(ckpt, tmp_path / "a") + ["--start-layer", "1"], capsys)
+    assert code == 0, stderr
+    texts = {name: " ".join(text.split()) for name, text in figures}
+    grid = texts["grid-cumulative-01.png"]
+    # before: "joint attention of layers 1 through k", columns "layer 1", "layers 1-2", and a blank layer-1 tile
+    assert "joint attention of layers 2 through k (layer 1 left out: --start-layer 1)" in grid
+    assert "layers 1\u20132" not in grid and "left out" in grid.replace("left out:", "")
+    assert "rollout of layer 2; layer 1 left out: --start-layer 1" in texts["001-grace_hopper.png"]
+    for text in texts.values():
+        assert "224\u00d7224 px input, 14\u00d714 patches" in text and "start layer 1" in text
+    figures.clear()
+    code, _, stderr = run(base(ckpt, tmp_path / "b") + ["--start-layer", "1", "--method", "rollout", "--no-summary"],
+                          capsys)
+    assert code == 0, stderr
+    assert "Joint attention (rollout of layer 2; layer 1 left out: --start-layer 1)" in figures[0][1]
+
+
+def test_help_explains_attention_sinks_and_the_start_layer(capsys):
+    from vitjax.visualize import SINK_SHARE
+
+    code, stdout, _ = run(["--help"], capsys)
+    assert code == 0
+    text = " ".join(stdout.split())
+    start = text.split("--start-layer S ", 1)[1].split("--no-residual", 1)[0]
+    assert "1 leaves layer 1 out" in start and "attention sink" in start
+    assert f"> {SINK_SHARE * 100:g} % of its attention" in start
+    assert "attention sinks and --start-layer:" in text and "--start-layer 1 leaves layer 1 out of the rollout" in text
+    assert f"more than {SINK_SHARE * 100:g} % of its attention" in text
 
 
 def test_head_fusion_is_validated_once_by_rollout_options(tiny_checkpoint, tmp_path, capsys):
@@ -278,6 +316,14 @@ def test_model_without_head_shows_its_heads(make_checkpoint, tmp_path, capsys, m
     summary = dict(figures)["001-grace_hopper.png"]
     assert "head 1" in summary and "head 2" in summary  # DINO-style per-head maps instead of predictions
     assert "layer 1 of 1: each head's class-token attention" in summary and "top-" not in summary
+    # footers: checkpoint, input size and precision always; rollout options only where a map uses them
+    summary, grid = (" ".join(dict(figures)[n].split()) for n in ("001-grace_hopper.png", "grid-heads-layer1-01.png"))
+    for text in (summary, grid):
+        assert "224\u00d7224 px input, 14\u00d714 patches" in text and "precision float32" in text
+    assert ("joint map: head fusion mean, discard ratio 0, start layer 0, residual \u00b7 head maps: no rollout "
+            "options") in summary
+    assert "head maps: no rollout options" in grid
+    assert "head fusion" not in grid and "start layer" not in grid  # before: the rollout's options under head maps
     maps = load_maps(run_dir / "maps.msgpack")
     assert maps["arrays"]["topk_indices"].shape == (1, 0) and maps["arrays"]["rollout"].shape == (1, 14, 14)
     assert maps["metadata"]["head"] == "none"
@@ -361,7 +407,15 @@ def test_class_specific_method_beside_the_rollout(tiny_checkpoint, tmp_path, cap
     assert code == 0, stderr
     (run_dir,) = run_dirs(tmp_path)
     assert (run_dir / "grid-generic-01.png").is_file()
-    assert "generic map of class" in dict(figures)["001-grace_hopper.png"]
+    summary = " ".join(dict(figures)["001-grace_hopper.png"].split())
+    assert "generic map of class" in summary
+    # the map is relevance, not attention (before: "attention ÷ this map's maximum"), and no option applies to it
+    assert "generic relevance \u00f7 this map's maximum" in summary and "attention \u00f7" not in summary
+    assert "generic map: no rollout options" in summary and "head fusion" not in summary
+    grid = " ".join(dict(figures)["grid-generic-01.png"].split())
+    assert "rollout attention, generic relevance \u00f7 each tile's own maximum" in grid
+    assert "rollout: head fusion mean, discard ratio 0, start layer 0, residual \u00b7 generic: no rollout options" \
+        in grid
     saved = load_maps(run_dir / "maps.msgpack")
     model, params = vitjax.load_checkpoint(tiny_checkpoint)
     photo = matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)

@@ -18,12 +18,14 @@ from vitjax.io import file_sha256, one_line, save_maps, write_atomic
 from vitjax.labels import NO_HEAD, class_label, topk
 from vitjax.visualize import (
     MAP_METHODS,
+    OPTIONS_USED,
     OUTLIER_RATIO,
     SINK_SHARE,
     ImageItem,
     RunResult,
     RunSettings,
     all_methods,
+    map_quantity,
     outlier_note,
     safe_name,
     sink_layers,
@@ -72,7 +74,22 @@ class Runner:
         self.layer0 = s.layer % cfg.num_layers
         self.sha256 = file_sha256(s.checkpoint_path) if s.checkpoint_path else None
         name = Path(s.checkpoint_path).name if s.checkpoint_path else (s.checkpoint or "checkpoint")
-        self.footer = plotting.provenance(name, s.options, s.precision, sha256=self.sha256)
+
+        def footer(*maps: Tuple[str, str]) -> str:  # (panel, method): each panel names the options its map uses
+            return plotting.provenance(name, s.options, s.precision, sha256=self.sha256, input_size=cfg.image_size,
+                                       grid=cfg.grid, maps=[(panel, OPTIONS_USED[m]) for panel, m in maps])
+
+        start = s.options.start_layer
+        self.span = plotting.layer_span(start + 1, cfg.num_layers)  # the layers the rollout multiplies
+        self.left_out = f"{plotting.layer_span(1, start)} left out: --start-layer {start}" if start else ""
+        joint = ("joint map", "rollout") if not self.explains else (f"{s.method} map", s.method)
+        heads = [("head maps", "heads")] if self.head != "trained" else []
+        self.footers = {"summary": footer(joint, *heads),
+                        "grid": footer(*{"cumulative": [("rollout", "rollout")],
+                                         "layer": [("each layer's map", "layer")],
+                                         "heads": [("head maps", "heads")],
+                                         "rollout": [("rollout", "rollout")]}.get(
+                                             s.method, [("rollout", "rollout"), (s.method, s.method)]))}
         self.style = dict(mode=s.mode, cmap=s.cmap, alpha=s.alpha, dpi=s.dpi)
         self.width = max(3, len(str(len(items))))
         self.result = RunResult()
@@ -175,6 +192,8 @@ class Runner:
             if item.true_class:
                 title += f"   true class: {item.true_class}"
             joint, map_title = maps["rollout"], "joint attention (rollout)"
+            if s.options.start_layer:
+                map_title = f"joint attention (rollout of {self.span}; {self.left_out})"
             if self.explains:
                 joint, map_title = maps["class"], f"{s.method} map of class {class_label(target, s.names)}"
             fig = plotting.summary_figure(
@@ -184,7 +203,8 @@ class Runner:
                             "attention",
                 no_predictions=_NO_PREDICTIONS.get(self.head, ""), outliers=mask, sinks=sinks,
                 head_sinks=layer_sinks(-1), note=note,
-                original_size=size, title=title, footer=self.footer, map_title=map_title, **self.style)
+                original_size=size, title=title, footer=self.footers["summary"], map_title=map_title,
+                quantity=map_quantity(s.method), **self.style)
             name = f"{number:0{self.width}d}-{safe_name(item.display)}.png"
             self.result.written.append(plotting.save_figure(fig, self.run_dir / name, overwrite=s.overwrite))
         if s.grid:
@@ -217,19 +237,26 @@ class Runner:
         self.pages += 1
         photos, maps, labels, masks, sinks = (list(t) for t in zip(*self.page, strict=True))
         self.page.clear()
-        kw = dict(row_labels=labels, footer=self.footer, outliers=masks, sinks=sinks, **self.style)
+        kw = dict(row_labels=labels, footer=self.footers["grid"], outliers=masks, sinks=sinks, **self.style)
+        start = s.options.start_layer
         if s.method in ("layer", "cumulative"):
-            fig = plotting.layer_grid(photos, maps, method=s.method, **kw)
+            fig = plotting.layer_grid(photos, maps, method=s.method, start_layer=start,
+                                      start_flag=f"--start-layer {start}", **kw)
             name = f"grid-{s.method}-{self.pages:02d}.png"
         elif s.method == "heads":
             fig = plotting.head_grid(photos, maps, layer=self.layer0, num_layers=cfg.num_layers, **kw)
             name = f"grid-heads-layer{self.layer0 + 1}-{self.pages:02d}.png"
         elif s.method == "rollout":
-            fig = plotting.rollout_grid(photos, [m[0] for m in maps], **kw)
+            title = f"Joint attention (rollout of {self.span}; {self.left_out})" if start else None
+            fig = plotting.rollout_grid(photos, [m[0] for m in maps], title=title, **kw)
             name = f"grid-rollout-{self.pages:02d}.png"
         else:
-            fig = plotting.map_grid(photos, maps, column_titles=["original", "rollout", s.method],
-                                    title=f"Joint attention and the class-specific {s.method} map", **kw)
+            quantity = map_quantity(s.method)
+            fig = plotting.map_grid(photos, maps, column_titles=["original", f"rollout ({self.span})" if start
+                                                                 else "rollout", s.method],
+                                    title=f"Joint attention and the class-specific {s.method} map",
+                                    quantity="attention" if quantity == "attention" else
+                                    f"rollout attention, {quantity}", **kw)
             name = f"grid-{s.method}-{self.pages:02d}.png"
         self.result.written.append(plotting.save_figure(fig, self.run_dir / name, overwrite=s.overwrite))
 

@@ -38,6 +38,7 @@ from vitjax.options import RolloutOptions
 
 __all__ = [
     "MAP_METHODS",
+    "OPTIONS_USED",
     "OUTLIER_RATIO",
     "SINK_SHARE",
     "ImageItem",
@@ -47,6 +48,7 @@ __all__ = [
     "display_names",
     "gather_images",
     "make_run_dir",
+    "map_quantity",
     "outlier_note",
     "outlier_share",
     "outlier_tokens",
@@ -60,6 +62,21 @@ __all__ = [
 #: What ``--method`` accepts from :func:`vitjax.compute_maps` (the class-specific ones come from vitjax.explain).
 MAP_METHODS = ("rollout", "layer", "cumulative", "heads")
 SAMPLE_PHOTO = "grace_hopper.jpg"
+
+_ALL = ("head_fusion", "discard_ratio", "start_layer", "residual")
+#: The :class:`vitjax.RolloutOptions` fields each method's map uses (what a figure's footer names; see
+#: :mod:`vitjax.attention` and :mod:`vitjax.explain`): each layer's own map has no product over layers
+#: (no start layer); head maps and the class maps other than grad_rollout use none.
+OPTIONS_USED = {"rollout": _ALL, "cumulative": _ALL, "layer": ("head_fusion", "discard_ratio", "residual"),
+                "heads": (), "generic": (), "grad_rollout": _ALL, "attention_gradcam": (), "last_layer": ()}
+_QUANTITY = {"generic": "relevance", "grad_rollout": "gradient-weighted attention",
+             "attention_gradcam": "Grad-CAM evidence"}
+
+
+def map_quantity(method: str) -> str:
+    """What a method's map values are, for colour bars: ``"attention"`` for the attention maps (and
+    ``last_layer``, the raw attention), else the class evidence a method computes (e.g. ``"generic relevance"``)."""
+    return f"{method} {_QUANTITY[method]}" if method in _QUANTITY else "attention"
 
 #: A patch token is an outlier ("artifact", Darcet et al., "Vision Transformers Need Registers",
 #: ICLR 2024) when its last-block output norm exceeds this many times the image's median patch norm.
