@@ -30,11 +30,16 @@ def test_stored_without_outputs_and_colab_ready():
         assert needle in text
     # one checkpoint folder for library, CLI and notebook: the notebook never picks its own
     assert "checkpoint_dir=" not in text and '"checkpoints"' not in text
-    # every figure says what made it (checkpoint, rollout options, precision)
-    grids = re.findall(r"plotting\.\w+_grid\([^)]*\)", text)
+    # every figure says what made it (checkpoint, input size, the options each of its maps uses, precision)
+    assert "input_size=cfg.image_size" in text and "grid=cfg.grid" in text
+    grids = [call[:300] for call in re.split(r"plotting\.\w+_grid\(", text)[1:]]
     summaries = text.split("plotting.summary_figure(")[1:]
-    assert len(grids) == 3 and all("footer=footer" in g for g in grids)
+    assert len(grids) == 3 and all("footer=footer_for((" in g for g in grids)
+    assert 'footer=footer_for(("head maps", "heads"))' in grids[2]  # no rollout options under head maps
+    assert "start_layer=options.start_layer" in grids[0]  # the cumulative grid marks left-out layers
     assert len(summaries) == 2 and all("**common)" in s[:300] for s in summaries) and "footer=footer)" in text
+    # the attention-sink note and rings, as the command line shows them, beside the high-norm one
+    assert "outlier_note(" in text and "sink_note(" in text and "sinks=sinks" in text
     assert nb.metadata["kernelspec"]["name"] == "python3"
 
 
@@ -71,6 +76,7 @@ def test_notebook_runs_on_a_tiny_checkpoint(tiny_checkpoint, monkeypatch, tmp_pa
     assert len(images_out) >= 5  # summary (heatmap, mask), cumulative grid, layer grid, head grid
     text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
     assert f"{placed}:" in text  # the checkpoint came from the shared folder
+    assert "attention sink" in text  # the sink note, or the line that says there is none
     rows = next(line for line in text.splitlines() if line.startswith("rows: "))
     assert rows == "rows: cat/image_0001.jpg, dog/image_0001.jpg"  # class/file: unique row labels
     assert "skipped: " in text and "image_0002.jpg" in text
