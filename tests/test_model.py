@@ -15,7 +15,7 @@ def _init(config, batch=2):
     model = vitjax.ViT(config)
     h, w = config.image_size
     x = jax.random.uniform(jax.random.PRNGKey(1), (batch, h, w, 3), minval=-1, maxval=1)
-    variables = model.init(jax.random.PRNGKey(0), x)
+    variables = jax.jit(model.init)(jax.random.PRNGKey(0), x)  # jitted: eager dispatch is slow
     return model, {"params": variables["params"]}, x
 
 
@@ -31,7 +31,7 @@ def _init(config, batch=2):
 def test_attention_is_sown_with_right_shape(variant, overrides):
     config = vitjax.get_config(variant, **overrides)
     model, variables, x = _init(config)
-    logits, state = model.apply(variables, x, mutable=["intermediates"])
+    logits, state = jax.jit(lambda v, x: model.apply(v, x, mutable=["intermediates"]))(variables, x)
     attn = collect_attention(state["intermediates"], config.num_layers)
     n = config.num_tokens
     assert attn.shape == (2, config.num_layers, config.num_heads, n, n)
@@ -71,15 +71,16 @@ def test_attention_reachable_by_grad():
     config = vitjax.get_config("testing", num_layers=2)
     model = vitjax.ViT(config)
     x = jax.random.uniform(jax.random.PRNGKey(1), (2, 224, 224, 3), minval=-1, maxval=1)
-    variables = model.init(jax.random.PRNGKey(0), x)
+    variables = jax.jit(model.init)(jax.random.PRNGKey(0), x)
     assert "perturbations" in variables
 
+    @jax.jit
     def score(perturbations):
         logits = model.apply({"params": variables["params"], "perturbations": perturbations}, x)
         return logits[:, 3].sum()
 
     zeros = jax.tree_util.tree_map(jnp.zeros_like, variables["perturbations"])
-    grads = jax.grad(score)(zeros)
+    grads = jax.jit(jax.grad(score))(zeros)
     g = grads["Transformer"]["encoderblock_0"]["MultiHeadDotProductAttention_1"]["attention"]
     assert g.shape == (2, 2, 197, 197)
     assert float(jnp.abs(g).max()) > 0
