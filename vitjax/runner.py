@@ -182,6 +182,8 @@ class Runner:
         def layer_sinks(layer: int) -> Optional[np.ndarray]:  # head maps ring only the sinks of their own layer
             return by_layer[layer] if by_layer is not None and by_layer[layer].any() else None
         note = "\n".join(t for t in (note, sink_text) if t) or None
+        if note and self.explains:  # the summary shows the class map; the notes are about the grid's rollout
+            note = f"rollout (grid): {note}"
         target = None
         if self.explains:
             target = int(idx[0]) if s.target is None else int(s.target)
