@@ -12,6 +12,7 @@ from pathlib import Path
 import matplotlib.cbook
 import numpy as np
 import pytest
+from conftest import SAMPLES
 from PIL import Image
 
 import vitjax
@@ -21,7 +22,6 @@ from vitjax.io import load_maps
 from vitjax.plotting import grid_figsize, summary_figsize
 
 REPO = Path(__file__).resolve().parents[1]
-SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "data" / "caltech101-samples"
 TOPK_LINE = re.compile(r"^\s+\d+\. \d\.\d{4}  \S")
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import SAMPLES
 from PIL import Image
 from scipy.io import savemat
 
@@ -21,8 +22,6 @@ from vitjax.datasets import (
     load_annotation,
     sample_records,
 )
-
-SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "data" / "caltech101-samples"
 
 # class folder -> number of images (image_0001.jpg ...)
 CLASSES = {

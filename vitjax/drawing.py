@@ -28,6 +28,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Ellipse, Rectangle
 
 from vitjax.io import write_atomic
+from vitjax.preprocess import bilinear_taps
 
 __all__ = [
     "DPI",
@@ -70,12 +71,9 @@ Box = Tuple[float, float, float, float]  # (x, y, width, height) in inches from 
 
 
 def _bilinear_weights(n_out: int, n_in: int) -> np.ndarray:
-    """``[n_out, n_in]`` weights of a half-pixel-centre linear resize (edges clamped)."""
-    src = (np.arange(n_out, dtype=np.float64) + 0.5) * (n_in / n_out) - 0.5
-    src = np.clip(src, 0.0, n_in - 1)
-    lo = np.floor(src).astype(np.int64)
-    hi = np.minimum(lo + 1, n_in - 1)
-    frac = src - lo
+    """``[n_out, n_in]`` weights of a half-pixel-centre linear resize (edges clamped), from
+    :func:`vitjax.preprocess.bilinear_taps`, the same taps as the input resize."""
+    lo, hi, frac = bilinear_taps(n_in, n_out)
     w = np.zeros((n_out, n_in), np.float64)
     rows = np.arange(n_out)
     np.add.at(w, (rows, lo), 1.0 - frac)

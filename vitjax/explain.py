@@ -48,30 +48,21 @@ from jax import lax
 
 from vitjax.attention import HIGHEST as _HI
 from vitjax.attention import dynamic_options, fuse_heads, layer_factor, reader, rollout_row, row_to_map
-from vitjax.inference import check_images
-from vitjax.model import ATTENTION, ViT
+from vitjax.inference import check_images, collect_attention
+from vitjax.model import ViT
 from vitjax.options import RolloutOptions
 
 __all__ = ["METHODS", "class_maps", "class_gradients", "maps_from_gradients", "map_from_gradients"]
 
 METHODS = ("generic", "grad_rollout", "attention_gradcam", "last_layer")
-_BLOCK = "MultiHeadDotProductAttention_1"
 
 
 # --- forward + vjp, one image ---------------------------------------------------------------
 
 
 def _per_layer(tree: Mapping[str, Any], num_layers: int) -> jnp.ndarray:
-    """``[L, H, N, N]`` from a tree holding ``Transformer/encoderblock_{l}/MHA/attention`` (sown or not).
-
-    Looked up by name, so layer l's gradient is always paired with layer l's attention.
-    """
-    enc = tree["Transformer"]
-    out = []
-    for layer in range(num_layers):
-        leaf = enc[f"encoderblock_{layer}"][_BLOCK][ATTENTION]
-        out.append(leaf[0] if isinstance(leaf, tuple) else leaf)  # sow stores a tuple
-    return jnp.stack(out)[:, 0]  # leaves are [1, H, N, N] for the single image
+    """``[L, H, N, N]`` of the single image in ``tree`` (sown or perturbation-shaped), paired by layer name."""
+    return collect_attention(tree, num_layers)[0]
 
 
 def _one_image_gradients(model: ViT, params, image, target):

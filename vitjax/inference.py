@@ -26,13 +26,17 @@ def check_images(model: ViT, images) -> None:
         )
 
 
-def collect_attention(intermediates: Mapping[str, Any], num_layers: int) -> jnp.ndarray:
-    """Stacks the sown attention probabilities into ``[B, L, H, N, N]`` (float32)."""
-    enc = intermediates["Transformer"]
-    return jnp.stack(
-        [enc[f"encoderblock_{i}"]["MultiHeadDotProductAttention_1"][ATTENTION][0] for i in range(num_layers)],
-        axis=1,
-    )
+def collect_attention(tree: Mapping[str, Any], num_layers: int) -> jnp.ndarray:
+    """Stacks every layer's ``attention`` leaf into ``[B, L, H, N, N]``, looked up by layer name.
+
+    ``tree`` is the ``intermediates`` collection (sown leaves are 1-tuples) or a
+    tree shaped like the ``perturbations`` collection (plain arrays, e.g. the
+    gradients with respect to the attention); layer l's entry always comes from
+    ``encoderblock_l``, so attention and gradient pair by name.
+    """
+    enc = tree["Transformer"]
+    leaves = [enc[f"encoderblock_{i}"]["MultiHeadDotProductAttention_1"][ATTENTION] for i in range(num_layers)]
+    return jnp.stack([leaf[0] if isinstance(leaf, tuple) else leaf for leaf in leaves], axis=1)
 
 
 def apply_with_attention(model: ViT, params, images) -> Tuple[jnp.ndarray, jnp.ndarray]:

@@ -54,12 +54,12 @@ def resample(posemb: np.ndarray, config: ViTConfig, grid_old: Tuple[int, int]) -
     Raises:
       ValueError: a grid that does not match ``grid_old``.
     """
-    if config.posemb_resize == "zoom_linear" or tuple(grid_old) == tuple(config.grid):
-        return resample_posemb(posemb, config.grid, config.num_prefix_tokens - config.num_registers)
-    from vitjax import formats
-
-    fn = {"timm": formats.resample_posemb_timm, "bicubic": formats.resample_posemb_bicubic}[config.posemb_resize]
     k = config.num_prefix_tokens - config.num_registers  # the class slot (registers carry no position)
+    if config.posemb_resize == "zoom_linear" or tuple(grid_old) == tuple(config.grid):
+        return resample_posemb(posemb, config.grid, k)
+    from vitjax.formats import RESAMPLERS
+
+    fn = RESAMPLERS[config.posemb_resize]
     grid = posemb[0, k:].reshape(tuple(grid_old) + posemb.shape[-1:])
     grid = np.asarray(fn(grid, tuple(config.grid)), np.float32).reshape(1, -1, posemb.shape[-1])
     return np.concatenate([posemb[:, :k], grid], axis=1)

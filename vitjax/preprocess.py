@@ -30,7 +30,8 @@ from typing import Callable, Optional, Sequence, Tuple, Union
 import numpy as np
 from PIL import Image, ImageOps
 
-__all__ = ["GOOGLE_MEAN", "GOOGLE_STD", "RESIZE_METHODS", "load_image", "load_pixels", "preprocess", "resize_bilinear"]
+__all__ = ["GOOGLE_MEAN", "GOOGLE_STD", "RESIZE_METHODS", "bilinear_taps", "load_image", "load_pixels", "preprocess",
+           "resize_bilinear"]
 
 ImageLike = Union[str, os.PathLike, Image.Image, np.ndarray]
 
@@ -223,8 +224,10 @@ def load_image(image: ImageLike) -> Image.Image:
     return Image.fromarray(pix if pix.ndim == 3 else np.repeat(pix[..., None], 3, axis=-1))
 
 
-def _taps(n_in: int, n_out: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Source rows and weights of a half-pixel-centre, non-antialiased linear resize along one axis."""
+def bilinear_taps(n_in: int, n_out: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Source indices ``lo, hi [n_out]`` and weights ``frac`` of a half-pixel-centre, non-antialiased
+    linear resize along one axis (out-of-range neighbours clamped to the edge): output ``i`` is
+    ``(1 - frac[i]) * x[lo[i]] + frac[i] * x[hi[i]]``."""
     src = (np.arange(n_out, dtype=np.float64) + 0.5) * (n_in / n_out) - 0.5
     lo = np.floor(src)
     frac = src - lo
@@ -234,10 +237,10 @@ def _taps(n_in: int, n_out: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def _resize(arr: np.ndarray, scale: Callable[[np.ndarray], np.ndarray], height: int, width: int) -> np.ndarray:
     """Rows first, then columns, in float64; ``scale`` maps the picked rows to pixel units."""
-    lo, hi, fy = _taps(arr.shape[0], height)
+    lo, hi, fy = bilinear_taps(arr.shape[0], height)
     fy = fy.reshape((-1,) + (1,) * (arr.ndim - 1))
     rows = scale(arr[lo].astype(np.float64)) * (1.0 - fy) + scale(arr[hi].astype(np.float64)) * fy
-    lo, hi, fx = _taps(arr.shape[1], width)
+    lo, hi, fx = bilinear_taps(arr.shape[1], width)
     fx = fx.reshape((-1,) + (1,) * (arr.ndim - 2))
     return rows[:, lo] * (1.0 - fx) + rows[:, hi] * fx
 
