@@ -49,6 +49,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vitjax.attention import upsample
 from vitjax.evalreport import plot_curves, write_results  # noqa: F401 (public here too; drawn there)
 from vitjax.options import RolloutOptions
 
@@ -96,8 +97,7 @@ def pixel_ranks(maps, *, size: Tuple[int, int], positive: bool) -> jnp.ndarray:
     highest values first, otherwise the lowest; ties go to the lower pixel index.
     """
     h, w = size
-    maps = jnp.asarray(maps, jnp.float32)
-    up = jax.image.resize(maps, maps.shape[:-2] + (h, w), method="bilinear", antialias=False).reshape(-1, h * w)
+    up = upsample(maps, (h, w)).reshape(-1, h * w)
     lo, hi = up.min(axis=1, keepdims=True), up.max(axis=1, keepdims=True)
     up = jnp.where(hi > lo, (up - lo) / jnp.where(hi > lo, hi - lo, 1.0), 0.0)
     order = jnp.argsort(-up if positive else up, axis=1, stable=True)  # pixel indices, removal order
