@@ -33,7 +33,7 @@ MODES = {
 }
 
 NOTE_RANDOM = (
-    "Weights are random (vitjax.synthetic.random_checkpoint, realistic scale, peaked attention), "
+    "Weights are random (vitjax.checkpoints.synthetic.random_checkpoint, realistic scale, peaked attention), "
     "not trained: throughput does not depend on the values, but the bfloat16 fidelity of maps and "
     "top-5 classes on a trained model can differ, so treat fidelity numbers as indicative."
 )
@@ -48,7 +48,7 @@ def reference():
     """
     name = "vitjax_timm_reference"
     if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, REPO / "tests" / "reference.py")
+        spec = importlib.util.spec_from_file_location(name, REPO / "tests" / "support" / "reference.py")
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module
         spec.loader.exec_module(module)
@@ -288,7 +288,7 @@ def write_json(obj: Dict[str, Any], path: os.PathLike) -> Path:
     try:
         from vitjax.io import write_atomic
     except ImportError:  # before vitjax/io.py existed the writer lived in mapsio
-        from vitjax.mapsio import write_atomic
+        from vitjax.io import write_atomic
 
     data = (json.dumps(obj, indent=1, default=json_default) + "\n").encode()
     Path(path).parent.mkdir(parents=True, exist_ok=True)

@@ -2,7 +2,7 @@
 
     python benchmarks/evaluate_speed.py [--variant ViT-B_16] [--batch-size 16] [--images 64] [--rounds 2]
 
-End to end = :func:`vitjax.evaluate.run` + :func:`vitjax.evalreport.write_report` over a
+End to end = :func:`vitjax.evaluation.runner.run` + :func:`vitjax.evaluation.report.write_report` over a
 Caltech101-layout folder of JPEGs with annotations (decode + resize in the background pool,
 mask rasterisation, the jitted maps program on all local devices, scoring, atomic shard writes,
 the final CSV/JSON/figures), from a fresh results folder, compilation excluded. Bare forward =
@@ -69,13 +69,14 @@ def main(argv=None) -> int:
     import jax
 
     import vitjax
-    from vitjax.config import get_config
-    from vitjax.datasets import caltech101
-    from vitjax.evalreport import write_report
-    from vitjax.evaluate import load_target, map_metrics_step, map_names, run
-    from vitjax.pipeline import local_mesh, round_batch_size
-    from vitjax.preprocess import preprocess
-    from vitjax.synthetic import random_checkpoint, save_npz
+    from vitjax.checkpoints.synthetic import random_checkpoint, save_npz
+    from vitjax.data.batching import local_mesh, round_batch_size
+    from vitjax.data.datasets import caltech101
+    from vitjax.data.images import preprocess
+    from vitjax.evaluation.localisation import load_target, map_metrics_step, map_names
+    from vitjax.evaluation.report import write_report
+    from vitjax.evaluation.runner import run
+    from vitjax.model.config import get_config
 
     work = Path(tempfile.mkdtemp(prefix="vitjax-evalspeed-"))
     try:

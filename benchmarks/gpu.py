@@ -139,7 +139,7 @@ def run_check(s: Dict[str, Any], dry: bool, budget: float) -> Dict[str, Any]:
 
 def assemble(records, phases, s, dry: bool, budget: float, wall: float) -> Dict[str, Any]:
     """The JSON document: machine, parity, GEMM, rows (with rooflines), consistency, errors."""
-    from vitjax.config import get_config
+    from vitjax.model.config import get_config
 
     info: Dict[str, Any] = {}
     for r in records:
@@ -160,7 +160,8 @@ def assemble(records, phases, s, dry: bool, budget: float, wall: float) -> Dict[
     res["skipped"] = [{k: r.get(k) for k in ("section", "lib", "row", "model", "mode", "batch", "skipped")}
                       for r in records if "skipped" in r] + [p for p in phases if "skipped" in p]
     res["notes"] = {
-        "weights": "random (vitjax.synthetic.random_checkpoint), Google .npz layout; timm loads the same file",
+        "weights": ("random (vitjax.checkpoints.synthetic.random_checkpoint), Google .npz layout; "
+                    "timm loads the same file"),
         "images_per_s": "batch / median of the timed calls (jax.block_until_ready / torch.cuda.synchronize)",
         "first_call_s": "vitjax: trace + compile (autotuning included) + one run, in a process that may already "
                         "have compiled other rows; torch: the first eager call",

@@ -105,8 +105,8 @@ def _stem(workdir: str, variant: str, overrides: Dict[str, Any]) -> Path:
 
 def ensure_ckpt(workdir: str, variant: str, overrides: Dict[str, Any]) -> str:
     """Writes a random Google-layout .npz of ``variant`` and its config (.json) once; the .npz path."""
-    from vitjax.config import get_config
-    from vitjax.synthetic import random_checkpoint, save_npz
+    from vitjax.checkpoints.synthetic import random_checkpoint, save_npz
+    from vitjax.model.config import get_config
 
     stem = _stem(workdir, variant, overrides)
     config = get_config(variant, **overrides)

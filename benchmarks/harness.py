@@ -141,7 +141,8 @@ def run_benchmark(args: argparse.Namespace, log: Callable[[str], None] = print) 
             if "error" not in info:
                 made = task({"kind": "make_ckpt", "variant": args.variant, "path": ckpt})
                 info.update({k: made[k] for k in ("config", "error") if k in made})
-            source = f"random {args.variant} (vitjax.synthetic.random_checkpoint, seed 0), Google .npz layout"
+            source = (f"random {args.variant} (vitjax.checkpoints.synthetic.random_checkpoint, seed 0), "
+                      "Google .npz layout")
         if info.get("error"):
             raise RuntimeError(f"cannot start JAX or read the checkpoint: {info['error']}")
         config = info.pop("config")

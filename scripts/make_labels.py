@@ -1,14 +1,14 @@
 #!/usr/bin/env python
 """Builds (or with --check verifies) vitjax/data/imagenet{1k,21k}.txt from timm's WordNet lists.
 
-The logic is vitjax.labels.build_label_files (see its docstring for the format).
+The logic is vitjax.data.labels.build_label_files (see its docstring for the format).
 """
 import argparse
 import sys
 from pathlib import Path
 
+from vitjax.data.labels import build_label_files, timm_info_dir
 from vitjax.io import write_atomic
-from vitjax.labels import build_label_files, timm_info_dir
 
 OUT = Path(__file__).resolve().parents[1] / "vitjax" / "data"
 

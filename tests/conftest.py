@@ -13,10 +13,10 @@ import pytest  # noqa: E402
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
 
-from vitjax.config import get_config  # noqa: E402
-from vitjax.synthetic import random_checkpoint, save_npz  # noqa: E402
+from support.helpers import EPS32, SAMPLES, rounding_tol  # noqa: E402,F401 (shared by the tests)
 
-SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "data" / "caltech101-samples"
+from vitjax.checkpoints.synthetic import random_checkpoint, save_npz  # noqa: E402
+from vitjax.model.config import get_config  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -47,19 +47,3 @@ def tiny_checkpoint(make_checkpoint) -> Path:
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
-
-
-EPS32 = float(np.finfo(np.float32).eps)  # 2**-23, the spacing of float32 numbers at 1.0
-
-
-def rounding_tol(scale: float, steps: int, fan_in: int = 1) -> float:
-    """Largest float32 difference expected between two correct evaluations of one computation.
-
-    Two programs that compute the same float32 function (jitted vs not, fused differently, another
-    CPU's vector width, another library) differ only by the order of roundings. Each of ``steps``
-    sequential stages (a dot product or sum of ``fan_in`` terms, a normalisation, a softmax) adds a
-    relative error of about ``sqrt(fan_in) * eps`` (rounding errors of a sum grow like a random walk);
-    the stages add up, relative to ``scale``, the magnitude of the values compared. A real fault (a
-    wrong GELU, a transposed kernel, a missed residual) moves values by 1e-3 or more of ``scale``.
-    """
-    return float(scale) * steps * float(np.sqrt(fan_in)) * EPS32

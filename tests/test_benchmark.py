@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import rounding_tol
+from support.helpers import rounding_tol
 
-from vitjax.config import get_config
+from vitjax.model.config import get_config
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # benchmarks/ is a top-level folder of the checkout, not installed
@@ -40,7 +40,7 @@ def test_flops_of_vit_b16_match_the_known_count():
 
 
 def test_package_imports_neither_harness_nor_torch():
-    code = ("import sys, vitjax, vitjax.cli, vitjax.maps; "
+    code = ("import sys, vitjax, vitjax.cli.visualize, vitjax.attribution.maps; "
             "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'timm', 'benchmarks')); "
             "print(bad); sys.exit(1 if bad else 0)")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=str(REPO))

@@ -1,6 +1,23 @@
-"""vitjax: Google's Vision Transformers in JAX/Flax, with every layer's attention in view."""
+"""vitjax: Vision Transformers in JAX/Flax, with every layer's attention in view.
 
-from vitjax.attention import (
+The public API (each name is documented in the README's API section). Everything
+else is reached through its subpackage and may change between releases:
+
+* ``vitjax.model``: the configuration, the Flax modules (named like Google's tree), the forward pass;
+* ``vitjax.checkpoints``: reading ``.npz`` and ``.safetensors`` files, names -> files;
+* ``vitjax.data``: images, datasets, labels, batching;
+* ``vitjax.attribution``: rollout options, the method registry, maps, class maps, diagnostics;
+* ``vitjax.evaluation``: the resumable dataset runner, localisation metrics, the perturbation test;
+* ``vitjax.viz``: figures, their notes, the visualize run;
+* ``vitjax.cli``: the commands.
+"""
+
+from vitjax.attribution.class_maps import class_maps
+from vitjax.attribution.diagnostics import attention_sinks, outlier_tokens
+from vitjax.attribution.maps import attention_maps, compute_maps
+from vitjax.attribution.methods import METHODS
+from vitjax.attribution.options import RolloutOptions
+from vitjax.attribution.rollout import (
     attention_rollout,
     cumulative_maps,
     head_maps,
@@ -8,39 +25,53 @@ from vitjax.attention import (
     rollout_map,
     upsample,
 )
-from vitjax.checkpoint import CheckpointError, load_checkpoint
-from vitjax.config import VARIANTS, ViTConfig, get_config
-from vitjax.explain import class_maps
-from vitjax.inference import forward, predict
+from vitjax.checkpoints.load import load_checkpoint
+from vitjax.data.images import load_image, preprocess
+from vitjax.errors import CheckpointError, DatasetError
+from vitjax.evaluation.localisation import evaluate
+from vitjax.evaluation.perturbation import run_perturbation
 from vitjax.io import load_maps, save_maps
-from vitjax.maps import attention_maps, compute_maps
-from vitjax.model import ViT
-from vitjax.options import RolloutOptions
-from vitjax.preprocess import load_image, preprocess
-
-__version__ = "0.1.0"
+from vitjax.model.config import VARIANTS, ViTConfig, get_config
+from vitjax.model.forward import forward, predict
+from vitjax.model.vit import ViT
+from vitjax.version import __version__  # noqa: F401 (vitjax.__version__)
+from vitjax.viz.drawing import overlay
+from vitjax.viz.figures import summary_figure
 
 __all__ = [
+    # loading
     "CheckpointError",
     "VARIANTS",
-    "RolloutOptions",
     "ViT",
     "ViTConfig",
+    "get_config",
+    "load_checkpoint",
+    # running
+    "load_image",
+    "preprocess",
+    "forward",
+    "predict",
+    # maps
+    "METHODS",
+    "RolloutOptions",
     "attention_maps",
     "attention_rollout",
+    "attention_sinks",
     "class_maps",
     "compute_maps",
     "cumulative_maps",
-    "forward",
-    "get_config",
     "head_maps",
     "layer_maps",
-    "load_checkpoint",
-    "load_image",
-    "load_maps",
-    "predict",
-    "preprocess",
+    "outlier_tokens",
     "rollout_map",
-    "save_maps",
     "upsample",
+    # files and runs
+    "DatasetError",
+    "evaluate",
+    "load_maps",
+    "run_perturbation",
+    "save_maps",
+    # figures
+    "overlay",
+    "summary_figure",
 ]

@@ -15,7 +15,7 @@ def cache_home() -> Path:
     """vitjax's folder for cached files: ``$XDG_CACHE_HOME/vitjax``, else ``~/.cache/vitjax``.
 
     Compiled programs go to ``<it>/jax`` (:func:`default_cache_dir`), checkpoints to
-    ``<it>/checkpoints`` (:func:`vitjax.download.default_checkpoint_dir`); each has its own
+    ``<it>/checkpoints`` (:func:`vitjax.checkpoints.download.default_checkpoint_dir`); each has its own
     environment variable to move it.
     """
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")

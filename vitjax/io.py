@@ -38,18 +38,15 @@ What the visualize run stores (``--save-maps``), for N processed images:
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import os
-import re
 import tempfile
 from pathlib import Path
 from typing import Any, Dict, Mapping, Union
 
 import numpy as np
 
-__all__ = ["FORMAT", "VERSION", "OneLineParser", "file_sha256", "image_size_arg", "load_maps", "one_line",
-           "save_maps", "write_atomic"]
+__all__ = ["FORMAT", "VERSION", "file_sha256", "load_maps", "save_maps", "write_atomic"]
 
 FORMAT = "vitjax-maps"
 VERSION = 1
@@ -210,30 +207,3 @@ def file_sha256(path: PathLike, chunk: int = 1 << 22) -> str:
                 break
             h.update(block)
     return h.hexdigest()
-
-
-def one_line(text: object) -> str:
-    """``text`` as one line: every run of whitespace (newlines included) becomes one space.
-
-    Error messages and skip reasons are printed and stored one per line.
-    """
-    return " ".join(str(text).split())
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """An ``ArgumentParser`` whose usage errors are one line on stderr, exit status 2 (the usage is in ``--help``)."""
-
-    def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {one_line(message)} (see {self.prog} --help)\n")
-
-
-def image_size_arg(text: str):
-    """The ``--image-size`` argument type of the commands: ``"384"`` -> 384, ``"384x512"`` (HEIGHTxWIDTH) -> (384, 512).
-
-    ``x``, ``X`` or ``,`` separate the two numbers. Raises ``argparse.ArgumentTypeError`` otherwise.
-    """
-    m = re.fullmatch(r"\s*(\d+)\s*(?:[xX,]\s*(\d+)\s*)?", text)
-    sizes = [int(g) for g in m.groups() if g is not None] if m else []
-    if not sizes or min(sizes) < 1:
-        raise argparse.ArgumentTypeError(f"expected SIZE or HEIGHTxWIDTH in pixels (e.g. 384, 384x512), got {text!r}")
-    return sizes[0] if len(sizes) == 1 else tuple(sizes)

@@ -1,0 +1,389 @@
+"""timm and Hugging Face .safetensors: parity on random weights, resamplers, strictness.
+
+Parity tolerances are those of the parity issue (#2), float32 throughout: outputs (logits, or
+class-token features for headless models) max |d| <= 1e-4 * max(1, max |ref|); first layer's
+attention <= 1e-5; every layer's attention <= 1e-4. Float32 rounding (eps = 1.2e-7) through dot
+products of length <= 3072 over <= 4 blocks stays about two orders of magnitude below them, while a
+wrong transpose, head split, LayerScale, GELU flavour or position resampling moves them by > 1e-3.
+The weights are drawn at realistic scales (attention logits with standard deviation ~2, as
+vitjax.checkpoints.synthetic does), so the attention is peaked and errors cannot hide in a uniform softmax.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+
+import vitjax
+from vitjax.checkpoints.posemb import resample_posemb_bicubic, resample_posemb_timm
+from vitjax.checkpoints.safetensors import (
+    IMAGENET_MEAN,
+    load_safetensors,
+    read_safetensors,
+)
+from vitjax.errors import CheckpointError
+
+torch = pytest.importorskip("torch")
+timm = pytest.importorskip("timm")
+transformers = pytest.importorskip("transformers")
+from safetensors.torch import save_file  # noqa: E402
+from support.helpers import EPS32  # noqa: E402
+from support.reference import attention_hooks  # noqa: E402
+
+# --- helpers ----------------------------------------------------------------------------------
+
+
+def _randomize(model, seed=0, peak=2.0):
+    """Realistic random weights for any torch ViT (timm or HF), in place; returns the model in eval mode."""
+    g = torch.Generator().manual_seed(seed)
+
+    def normal(shape, std, mean=0.0):
+        return torch.randn(shape, generator=g) * std + mean
+
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            leaf = name.rsplit(".", 1)[-1]
+            if p.ndim == 1 and leaf in ("gamma", "lambda1"):
+                p.copy_(normal(p.shape, 0.1, 0.5))  # LayerScale
+            elif p.ndim == 1 and leaf == "weight":
+                p.copy_(normal(p.shape, 0.1, 1.0))  # LayerNorm scale
+            elif leaf == "bias":
+                p.copy_(normal(p.shape, 0.05))
+            elif p.ndim == 2:
+                d_in = p.shape[1]
+                w = normal(p.shape, d_in**-0.5)
+                if re.search(r"(qkv|query|key|q_proj|k_proj)\.weight$", name):
+                    rows = p.shape[0] if "qkv" not in name else 2 * p.shape[0] // 3  # q and k parts of qkv
+                    w[:rows] = normal((rows, d_in), (peak / d_in) ** 0.5)
+                p.copy_(w)
+            elif p.ndim == 4:
+                p.copy_(normal(p.shape, (p.shape[1] * p.shape[2] * p.shape[3]) ** -0.5))
+            else:  # class/register tokens, position embeddings, mask token
+                p.copy_(normal(p.shape, 0.1))
+    return model.eval()
+
+
+def _photo_batch(size, rng):
+    """matplotlib's portrait (PIL bilinear, ImageNet-normalised) and uniform noise: [2, H, W, 3] float32."""
+    from matplotlib import cbook
+    from PIL import Image
+
+    h, w = (size, size) if isinstance(size, int) else size
+    with Image.open(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)) as im:
+        x = np.asarray(im.convert("RGB").resize((w, h), Image.BILINEAR), np.float32) / 255.0
+    photo = (x - np.array(IMAGENET_MEAN, np.float32)) / np.float32(0.226)
+    noise = rng.uniform(-2, 2, photo.shape).astype(np.float32)
+    return np.stack([photo, noise]).astype(np.float32)
+
+
+def _nchw(images):
+    return torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
+
+
+def _timm_run(model, images):
+    """(output [B, C] or features [B, D], attention [B, L, H, N, N]) of a timm ViT."""
+    with attention_hooks(model) as captured, torch.no_grad():
+        out = model(_nchw(images)).numpy()
+        attention = torch.stack(captured, dim=1).numpy()
+    return out, attention
+
+
+def _hf_run(model, images, **kw):
+    with torch.no_grad():
+        o = model(_nchw(images), output_attentions=True, **kw)
+    out = o.logits if hasattr(o, "logits") else o.pooler_output
+    return out.numpy(), np.stack([a.numpy() for a in o.attentions], axis=1)
+
+
+def _compare(path, ref_out, ref_attention, images, *, image_size=None, first_layer_tol=1e-5):
+    model, params = vitjax.load_checkpoint(path, image_size=image_size)  # matmul_precision left at its default
+    out, attention = (np.asarray(a) for a in vitjax.forward(model, params, images))
+    assert out.shape == ref_out.shape and attention.shape == ref_attention.shape
+    out_err = float(np.abs(out - ref_out).max())
+    assert out_err <= 1e-4 * max(1.0, float(np.abs(ref_out).max())), out_err
+    per_layer = np.abs(attention - ref_attention).max(axis=(0, 2, 3, 4))
+    assert per_layer[0] <= first_layer_tol and per_layer.max() <= 1e-4, per_layer
+    assert ref_attention.max() > 0.3  # peaked: the bounds above are tight relative to the values
+    return model, out_err, per_layer
+
+
+def _save_timm(model, path):
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    return path
+
+
+# --- parity with timm -------------------------------------------------------------------------
+
+
+def test_timm_dinov2_reg4_518_file_runs_at_224_like_timm(tmp_path, rng):
+    from timm.models.vision_transformer import checkpoint_filter_fn
+
+    src = _randomize(timm.create_model("vit_small_patch14_reg4_dinov2", pretrained=False, depth=2, img_size=518))
+    path = _save_timm(src, tmp_path / "dinov2_reg4.safetensors")
+    ref = timm.create_model("vit_small_patch14_reg4_dinov2", pretrained=False, depth=2, img_size=224).eval()
+    ref.load_state_dict(checkpoint_filter_fn(src.state_dict(), ref))  # timm's own resize of the 37x37 grid
+    images = _photo_batch(224, rng)
+    model, _, _ = _compare(path, *_timm_run(ref, images), images, image_size=224)
+    c = model.config
+    assert (c.num_registers, c.layer_scale, c.num_heads, c.patch_size, c.grid) == (4, True, 6, (14, 14), (16, 16))
+    assert (c.posemb_resize, c.gelu_approximate, c.num_classes, c.pixel_mean) == ("timm", False, None, IMAGENET_MEAN)
+
+
+@pytest.mark.parametrize("arch", ["deit_small_patch16_224", "vit_base_patch16_224"])
+def test_timm_classifiers_match_timm(tmp_path, rng, arch):
+    from timm.models._hub import save_for_hf
+
+    src = _randomize(timm.create_model(arch, pretrained=False, depth=2), seed=1)
+    save_for_hf(src, tmp_path, safe_serialization=True)  # model.safetensors + timm's config.json, as on the Hub
+    images = _photo_batch(224, rng)
+    model, _, _ = _compare(tmp_path / "model.safetensors", *_timm_run(src, images), images)
+    c = model.config
+    assert (c.num_classes, c.source, c.num_registers, c.layer_scale) == (1000, "timm", 0, False)
+    assert c.pixel_mean == tuple(src.pretrained_cfg["mean"])  # from timm's config.json beside the file
+
+
+def test_timm_registers_with_positions_are_folded_into_the_tokens(tmp_path, rng):
+    from timm.models.vision_transformer import VisionTransformer
+
+    src = _randomize(VisionTransformer(img_size=64, patch_size=16, embed_dim=128, depth=2, num_heads=2,
+                                       reg_tokens=2, no_embed_class=False, num_classes=7), seed=2)
+    assert src.pos_embed.shape[1] == 1 + 2 + 16
+    path = _save_timm(src, tmp_path / "reg_pos.safetensors")
+    flat, info = read_safetensors(path)
+    assert flat["Transformer/posembed_input/pos_embedding"].shape == (1, 17, 128) and info["num_registers"] == 2
+    images = _photo_batch(64, rng)
+    _compare(path, *_timm_run(src, images), images)
+
+
+# --- parity with Hugging Face -----------------------------------------------------------------
+
+
+def _hf_save(model, folder):
+    model.save_pretrained(folder)
+    return folder / "model.safetensors"
+
+
+def test_hf_vit_for_image_classification(tmp_path, rng):
+    cfg = transformers.ViTConfig(hidden_size=192, num_hidden_layers=2, num_attention_heads=3, intermediate_size=768,
+                                 image_size=224, patch_size=16, num_labels=10, attn_implementation="eager")
+    src = _randomize(transformers.ViTForImageClassification(cfg), seed=3)
+    path = _hf_save(src, tmp_path)
+    images = _photo_batch(224, rng)
+    model, _, _ = _compare(path, *_hf_run(src, images), images)
+    c = model.config
+    assert (c.layer_norm_eps, c.pixel_mean, c.posemb_resize, c.num_classes) == (1e-12, (0.5,) * 3, "bicubic", 10)
+    # at another resolution, HF's interpolate_pos_encoding (bicubic, no antialias) and vitjax's resize agree
+    small = _photo_batch(160, rng)
+    _compare(path, *_hf_run(src, small, interpolate_pos_encoding=True), small, image_size=160)
+
+
+def test_hf_vit_model_pooler_is_the_representation_layer_and_missing_qkv_bias_is_zero(tmp_path, rng):
+    cfg = transformers.ViTConfig(hidden_size=128, num_hidden_layers=2, num_attention_heads=2, intermediate_size=256,
+                                 image_size=64, patch_size=16, qkv_bias=False, attn_implementation="eager")
+    src = _randomize(transformers.ViTModel(cfg), seed=4)
+    path = _hf_save(src, tmp_path)
+    images = _photo_batch(64, rng)
+    model, _, _ = _compare(path, *_hf_run(src, images), images)  # pooler_output = tanh(dense(class token))
+    assert model.config.representation_size == 128 and model.config.num_classes is None
+
+
+@pytest.mark.parametrize("registers", [0, 4])
+def test_hf_dinov2_518_file_runs_at_224_like_transformers(tmp_path, rng, registers):
+    kw = dict(hidden_size=192, num_hidden_layers=2, num_attention_heads=3, mlp_ratio=4, image_size=518,
+              patch_size=14, attn_implementation="eager")
+    if registers:
+        src = transformers.Dinov2WithRegistersModel(
+            transformers.Dinov2WithRegistersConfig(num_register_tokens=registers, **kw))
+    else:
+        src = transformers.Dinov2Model(transformers.Dinov2Config(**kw))
+    path = _hf_save(_randomize(src, seed=5 + registers), tmp_path)
+    images = _photo_batch(224, rng)
+    model, _, _ = _compare(path, *_hf_run(src, images), images, image_size=224)
+    c = model.config
+    assert (c.num_registers, c.layer_scale, c.grid, c.num_classes) == (registers, True, (16, 16), None)
+    # Dinov2Model resizes without antialiasing; Dinov2WithRegisters calls timm's antialiased bicubic
+    assert c.posemb_resize == ("timm" if registers else "bicubic") and c.pixel_mean == IMAGENET_MEAN
+
+
+# --- position-grid resamplers against torch ---------------------------------------------------
+
+SIZES = [((37, 37), (16, 16)), ((16, 16), (37, 37)), ((14, 14), (24, 24)), ((24, 24), (7, 7)),
+         ((5, 9), (13, 4)), ((3, 3), (1, 1)), ((37, 37), (36, 38))]
+
+
+@pytest.mark.parametrize("old,new", SIZES)
+@pytest.mark.parametrize("antialias", [True, False])
+def test_resamplers_equal_torch_interpolate(rng, old, new, antialias):
+    grid = rng.normal(size=(*old, 8)).astype(np.float32)
+    ours = (resample_posemb_timm if antialias else resample_posemb_bicubic)(grid, new)
+    x = torch.from_numpy(grid).permute(2, 0, 1)[None]
+
+    def ref(dtype):
+        y = torch.nn.functional.interpolate(x.to(dtype), size=new, mode="bicubic", align_corners=False,
+                                            antialias=antialias)
+        return y[0].permute(1, 2, 0).double().numpy()
+
+    scale = float(np.abs(grid).max())
+    assert ours.shape == (*new, 8) and ours.dtype == np.float32
+    # exact arithmetic (torch in float64): ours is built in float64 and rounded once to float32
+    assert np.abs(ours - ref(torch.float64)).max() <= 2 * EPS32 * scale
+    # torch's float32 kernel computes the cubic coefficients in float32 (cancellation in the
+    # polynomial) and sums up to 16 (4x4 taps, more when antialiasing a reduction) products per value
+    assert np.abs(ours - ref(torch.float32)).max() <= 64 * EPS32 * scale
+    # and the two modes really differ (the test would catch a swap)
+    if old != new:
+        other = (resample_posemb_bicubic if antialias else resample_posemb_timm)(grid, new)
+        assert np.abs(other - ours).max() > 1e3 * EPS32 * scale
+
+
+def test_resamplers_keep_an_unchanged_grid_and_refuse_bad_shapes(rng):
+    grid = rng.normal(size=(4, 5, 3)).astype(np.float32)
+    assert np.array_equal(resample_posemb_timm(grid, (4, 5)), grid)
+    with pytest.raises(ValueError, match="expected"):
+        resample_posemb_bicubic(grid[0], (2, 2))
+    with pytest.raises(ValueError, match="empty"):
+        resample_posemb_timm(grid, (0, 3))
+
+
+# --- reading, conversion details and strictness -----------------------------------------------
+
+
+def _small_timm(**kw):
+    from timm.models.vision_transformer import VisionTransformer
+
+    args = dict(img_size=32, patch_size=8, embed_dim=64, depth=2, num_heads=1, num_classes=5)
+    return _randomize(VisionTransformer(**{**args, **kw}))
+
+
+def _write(tmp_path, sd, name="m.safetensors", metadata=None):
+    path = tmp_path / name
+    save_file({k: v.contiguous() for k, v in sd.items()}, str(path), metadata=metadata)
+    return path
+
+
+def _one_line(info) -> str:
+    text = str(info.value)
+    assert "\n" not in text
+    return text
+
+
+def test_timm_layout_details(tmp_path):
+    src = _small_timm(reg_tokens=3, no_embed_class=True, init_values=0.1)
+    sd = src.state_dict()
+    flat, info = read_safetensors(_write(tmp_path, sd))
+    d, q = 64, "Transformer/encoderblock_1/MultiHeadDotProductAttention_1/"
+    np.testing.assert_array_equal(flat["embedding/kernel"], sd["patch_embed.proj.weight"].numpy().transpose(2, 3, 1, 0))
+    pos = flat["Transformer/posembed_input/pos_embedding"]
+    assert pos.shape == (1, 17, d) and not pos[0, 0].any()  # no_embed_class: a zero class slot
+    np.testing.assert_array_equal(pos[:, 1:], sd["pos_embed"].numpy())
+    np.testing.assert_array_equal(flat["reg"], sd["reg_token"].numpy())
+    qkv = sd["blocks.1.attn.qkv.weight"].numpy()
+    np.testing.assert_array_equal(flat[q + "key/kernel"], qkv[d:2 * d].T.reshape(d, 1, d))
+    np.testing.assert_array_equal(flat[q + "out/kernel"], sd["blocks.1.attn.proj.weight"].numpy().T.reshape(1, d, d))
+    np.testing.assert_array_equal(flat["Transformer/encoderblock_1/ls2/scale"], sd["blocks.1.ls2.gamma"].numpy())
+    assert info["num_heads"] == 1 and info["num_registers"] == 3 and info["layer_scale"] is True
+    assert info["pixel_mean"] == IMAGENET_MEAN  # LayerScale (DINOv2, DeiT-III) without a config.json
+
+
+def test_missing_extra_and_misshaped_keys_are_named_in_one_line(tmp_path):
+    sd = _small_timm().state_dict()
+    missing = {k: v for k, v in sd.items() if k != "blocks.1.norm2.bias"}
+    with pytest.raises(CheckpointError) as info:
+        vitjax.load_checkpoint(_write(tmp_path, missing, "missing.safetensors"))
+    assert "'blocks.1.norm2.bias' (64) is missing" in _one_line(info).replace("(64,)", "(64)")
+    extra = {**sd, "blocks.0.attn.rel_pos": torch.zeros(3, 4)}
+    with pytest.raises(CheckpointError) as info:
+        read_safetensors(_write(tmp_path, extra, "extra.safetensors"))
+    assert "blocks.0.attn.rel_pos (3, 4)" in _one_line(info) and "unrecognised" in str(info.value)
+    wrong = {**sd, "blocks.1.mlp.fc2.weight": sd["blocks.1.mlp.fc2.weight"].T}
+    with pytest.raises(CheckpointError) as info:
+        read_safetensors(_write(tmp_path, wrong, "wrong.safetensors"))
+    assert "'blocks.1.mlp.fc2.weight' has shape (256, 64), expected (64, 256)" in _one_line(info)
+
+
+def test_hf_misshaped_and_mixed_names_are_refused(tmp_path):
+    cfg = transformers.Dinov2Config(hidden_size=64, num_hidden_layers=1, num_attention_heads=1, mlp_ratio=2,
+                                    image_size=28, patch_size=14)
+    sd = transformers.Dinov2Model(cfg).state_dict()  # transformers-5 module names (q_proj ...)
+    flat, info = read_safetensors(_write(tmp_path, sd, "live.safetensors"))
+    assert "Transformer/encoderblock_0/MultiHeadDotProductAttention_1/query/kernel" in flat and "mask" not in str(flat)
+    bad = {**sd, "encoder.layer.0.attention.k_proj.weight": torch.zeros(64, 32)}
+    with pytest.raises(CheckpointError) as e:
+        read_safetensors(_write(tmp_path, bad, "bad.safetensors"))
+    assert "'encoder.layer.0.attention.k_proj.weight' has shape (64, 32), expected (64, 64)" in _one_line(e)
+    mixed = {**sd, "encoder.layer.0.attention.attention.query.weight": torch.zeros(64, 64)}
+    with pytest.raises(CheckpointError, match="same weight"):
+        read_safetensors(_write(tmp_path, mixed, "mixed.safetensors"))
+
+
+@pytest.mark.parametrize("kind,expect", [
+    ("fc_norm", "fc_norm"), ("distilled", "distillation"), ("swiglu", "SwiGLU"), ("dinov2_classifier", "2D inputs"),
+])
+def test_features_the_vit_cannot_compute_are_refused_by_name(tmp_path, kind, expect):
+    if kind == "fc_norm":
+        sd = _small_timm(global_pool="avg").state_dict()
+    elif kind == "distilled":
+        from timm.models.deit import VisionTransformerDistilled
+
+        sd = VisionTransformerDistilled(img_size=32, patch_size=8, embed_dim=64, depth=1, num_heads=1).state_dict()
+    else:
+        cfg = transformers.Dinov2Config(hidden_size=64, num_hidden_layers=1, num_attention_heads=1, image_size=28,
+                                        patch_size=14, use_swiglu_ffn=kind == "swiglu", num_labels=3)
+        cls = transformers.Dinov2Model if kind == "swiglu" else transformers.Dinov2ForImageClassification
+        sd = cls(cfg).state_dict()
+    with pytest.raises(CheckpointError) as info:
+        read_safetensors(_write(tmp_path, sd))
+    assert expect in _one_line(info)
+
+
+def test_torch_pickles_are_refused_with_the_way_to_convert(tmp_path):
+    sd = _small_timm().state_dict()
+    for name in ("w.pth", "w.safetensors"):  # by extension, and by content under a misleading name
+        torch.save(sd, tmp_path / name)
+        with pytest.raises(CheckpointError) as info:
+            vitjax.load_checkpoint(tmp_path / name)
+        assert "safetensors.torch.save_file(model.state_dict()" in _one_line(info)
+    (tmp_path / "cut.safetensors").write_bytes(_write(tmp_path, sd).read_bytes()[:500])
+    with pytest.raises(CheckpointError) as info:
+        read_safetensors(tmp_path / "cut.safetensors")
+    assert "cut.safetensors" in _one_line(info)
+
+
+def test_bfloat16_and_float16_files_read_as_float32(tmp_path):
+    sd = _small_timm().state_dict()
+    half = {k: v.to(torch.bfloat16 if i % 2 else torch.float16) for i, (k, v) in enumerate(sd.items())}
+    raw, _ = load_safetensors(_write(tmp_path, half))
+    for k, v in half.items():
+        assert raw[k].dtype == np.float32 and np.array_equal(raw[k], v.float().numpy()), k
+
+
+def test_head_count_rules(tmp_path):
+    sd = _small_timm(embed_dim=96, num_heads=3).state_dict()  # 96 is not a multiple of 64
+    path = _write(tmp_path, sd)
+    with pytest.raises(CheckpointError, match="pass num_heads") as info:
+        read_safetensors(path)
+    _one_line(info)
+    assert read_safetensors(path, num_heads=3)[1]["num_heads"] == 3
+    meta_path = _write(tmp_path, sd, "meta.safetensors", metadata={"vitjax.num_heads": "3", "vitjax.source": "lab"})
+    flat, info = read_safetensors(meta_path)
+    assert info["num_heads"] == 3 and info["source"] == "lab"
+    assert flat["Transformer/encoderblock_0/MultiHeadDotProductAttention_1/query/kernel"].shape == (96, 3, 32)
+    big = {k: v for k, v in _small_timm(embed_dim=1280, depth=1, num_heads=16).state_dict().items()}
+    assert read_safetensors(_write(tmp_path, big, "h.safetensors"))[1]["num_heads"] == 16  # ViT-H: 80-wide heads
+
+
+def test_hf_config_json_beside_the_file_is_used_only_when_it_matches(tmp_path):
+    cfg = transformers.ViTConfig(hidden_size=128, num_hidden_layers=1, num_attention_heads=4, intermediate_size=256,
+                                 image_size=32, patch_size=16, layer_norm_eps=1e-5, hidden_act="gelu_pytorch_tanh")
+    path = _hf_save(transformers.ViTModel(cfg), tmp_path)
+    (tmp_path / "preprocessor_config.json").write_text(json.dumps({"image_mean": [0.1, 0.2, 0.3],
+                                                                   "image_std": [0.4, 0.5, 0.6]}))
+    info = read_safetensors(path)[1]
+    assert (info["num_heads"], info["layer_norm_eps"], info["gelu_approximate"]) == (4, 1e-5, True)
+    assert info["pixel_mean"] == (0.1, 0.2, 0.3) and info["pixel_std"] == (0.4, 0.5, 0.6)
+    (tmp_path / "config.json").write_text(json.dumps({**cfg.to_dict(), "hidden_size": 64}))  # another model's
+    info = read_safetensors(path)[1]
+    assert (info["num_heads"], info["layer_norm_eps"], info["pixel_mean"]) == (2, 1e-12, (0.5,) * 3)

@@ -1,0 +1,585 @@
+"""Image lists, Caltech101 records and Caltech101 object annotations (box, contour, mask).
+
+Pure Python and NumPy (plus Pillow and SciPy at the file edges); no JAX. Readers
+return lists of :class:`ImageRecord` -- paths and labels only, nothing is decoded
+-- so a dataset run can be sampled, sharded and resumed before any image is read.
+
+Caltech101 layout (from the Caltech101 distribution, ``101_ObjectCategories.tar.gz``
+and ``Annotations.tar``; torchvision's ``Caltech101`` dataset reads the same tree
+with the same annotation-folder renames)::
+
+    <root>/101_ObjectCategories/<class>/image_0001.jpg ...
+    <root>/Annotations/<annotation_class>/annotation_0001.mat ...
+
+Class indices come from a case-sensitive sort of the class folder names, so the
+capitalised ``Faces``, ``Faces_easy``, ``Leopards``, ``Motorbikes`` are 0-3 and
+``BACKGROUND_Google`` (clutter, not a class) is left out of the numbering.
+"""
+
+from __future__ import annotations
+
+import glob
+import operator
+import os
+import re
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from vitjax.errors import DatasetError
+
+__all__ = [
+    "DatasetError",
+    "ImageRecord",
+    "IMAGE_EXTENSIONS",
+    "CALTECH101_ANNOTATION_FOLDERS",
+    "CALTECH101_BACKGROUND",
+    "image_files",
+    "caltech101",
+    "ImageItem",
+    "SAMPLE_PHOTO",
+    "display_names",
+    "gather_images",
+    "class_folders",
+    "dataset_records",
+    "sample_records",
+    "positive_int",
+    "load_annotation",
+    "annotation_mask",
+    "box_mask",
+]
+
+PathLike = Union[str, os.PathLike]
+
+#: Suffixes (compared lower-case) that :func:`image_files` and :func:`caltech101` treat as images.
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
+
+#: Image folder -> annotation folder where the Caltech101 distribution names them differently.
+CALTECH101_ANNOTATION_FOLDERS = {
+    "Faces": "Faces_2",
+    "Faces_easy": "Faces_3",
+    "Motorbikes": "Motorbikes_16",
+    "airplanes": "Airplanes_Side_2",
+}
+
+#: The clutter folder of Caltech101: not a class, never annotated.
+CALTECH101_BACKGROUND = "BACKGROUND_Google"
+
+_CATEGORIES = "101_ObjectCategories"
+_ANNOTATIONS = "Annotations"
+_IMAGE_NUMBER = re.compile(r"^image_(\d+)$")
+_GLOB_CHARS = re.compile(r"[*?\[]")
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """One image of a dataset.
+
+    Attributes:
+      path: the image file.
+      label: class index (0-based), or ``None`` for unlabelled images (plain image
+        lists, Caltech101's ``BACKGROUND_Google``).
+      class_name: the class folder name, or ``None`` for plain image lists.
+      annotation: the object annotation file (Caltech101 ``annotation_XXXX.mat``),
+        or ``None`` when there is none.
+    """
+
+    path: Path
+    label: Optional[int]
+    class_name: Optional[str]
+    annotation: Optional[Path]
+
+
+# --------------------------------------------------------------------------- image lists
+
+
+def _is_image(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
+
+
+def _folder_images(folder: Path) -> List[Path]:
+    """Image files under ``folder`` (recursive), hidden files and folders skipped, sorted."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        base = Path(dirpath)
+        found.extend(base / f for f in filenames if _is_image(base / f))
+    return sorted(found, key=lambda p: p.relative_to(folder).parts)
+
+
+def image_files(inputs: Sequence[PathLike]) -> List[Path]:
+    """Expands files, folders and glob patterns into a list of image paths.
+
+    Each input is, in this order of precedence:
+
+    * an existing file: kept as given, whatever its extension (the decoder reports a non-image);
+    * an existing folder: every image file under it, recursively, sorted by path relative to
+      the folder (case-sensitive); names starting with ``.`` are skipped (macOS ``._x.jpg``);
+    * otherwise a glob pattern (``*``, ``?``, ``[...]``; ``**`` recurses): the matching image
+      files, and the images under matching folders, sorted.
+
+    Image files: suffix, lower-cased, in :data:`IMAGE_EXTENSIONS`. ``~`` is expanded.
+    Duplicates (same resolved file) are dropped, keeping the first, so input order is kept.
+
+    Args:
+      inputs: paths, folders or glob patterns (``str`` or ``os.PathLike``).
+
+    Returns:
+      ``list[pathlib.Path]``, empty only when ``inputs`` is empty.
+
+    Raises:
+      DatasetError: an input does not exist and, as a pattern, matches no image;
+        or a folder holds no image files. The message names the input.
+    """
+    out: List[Path] = []
+    seen = set()
+
+    def add(paths: Iterable[Path]) -> None:
+        for p in paths:
+            key = os.path.realpath(p)
+            if key not in seen:
+                seen.add(key)
+                out.append(p)
+
+    exts = " ".join(sorted(IMAGE_EXTENSIONS))
+    for item in inputs:
+        text = os.path.expanduser(os.fspath(item))
+        path = Path(text)
+        if path.is_file():
+            add([path])
+        elif path.is_dir():
+            found = _folder_images(path)
+            if not found:
+                raise DatasetError(f"{text}: folder holds no image files ({exts})")
+            add(found)
+        elif _GLOB_CHARS.search(text):
+            found = []
+            for match in sorted(glob.glob(text, recursive=True)):
+                m = Path(match)
+                if m.is_dir():
+                    found.extend(_folder_images(m))
+                elif m.is_file() and _is_image(m):
+                    found.append(m)
+            if not found:
+                raise DatasetError(f"{text}: pattern matches no image files ({exts})")
+            add(found)
+        else:
+            raise DatasetError(f"{text}: no such file or folder")
+    return out
+
+
+# --------------------------------------------------------------------------- Caltech101
+
+
+def _caltech_folders(root: Path) -> Tuple[Path, Path]:
+    """(101_ObjectCategories folder, Annotations folder) for any accepted ``root``."""
+    if not root.exists():
+        raise DatasetError(f"{root}: Caltech101 root does not exist")
+    if not root.is_dir():
+        raise DatasetError(f"{root}: Caltech101 root is not a folder")
+    for categories in (root / _CATEGORIES, root / "caltech101" / _CATEGORIES):
+        if categories.is_dir():
+            return categories, categories.parent / _ANNOTATIONS
+    if root.name == _CATEGORIES:
+        return root, root.parent / _ANNOTATIONS
+    raise DatasetError(
+        f"{root}: no {_CATEGORIES}/ folder here; pass the folder that holds it (or the folder itself)"
+    )
+
+
+def caltech101(root: PathLike, *, include_background: bool = False) -> List[ImageRecord]:
+    """Lists the Caltech101 images with their class indices and annotation files.
+
+    Layout (Caltech101 distribution): ``101_ObjectCategories/<class>/image_%04d.jpg``
+    and ``Annotations/<annotation_class>/annotation_%04d.mat``. The annotation
+    folder is the class name except ``Faces`` -> ``Faces_2``, ``Faces_easy`` ->
+    ``Faces_3``, ``Motorbikes`` -> ``Motorbikes_16``, ``airplanes`` ->
+    ``Airplanes_Side_2`` (:data:`CALTECH101_ANNOTATION_FOLDERS`; torchvision's
+    ``Caltech101`` uses the same renames). ``image_0042.jpg`` pairs with
+    ``annotation_0042.mat``.
+
+    Class indices are positions in the case-sensitive sort of the class folder
+    names (``Faces``, ``Faces_easy``, ``Leopards``, ``Motorbikes`` first, then
+    ``accordion`` ...), with ``BACKGROUND_Google`` left out, as torchvision does:
+    101 classes, labels 0-100, on the full dataset. A class folder without
+    images still takes its index, so indices never shift.
+
+    Args:
+      root: the folder holding ``101_ObjectCategories/`` (and usually
+        ``Annotations/``), or the ``101_ObjectCategories`` folder itself (then
+        ``Annotations/`` is looked for beside it). torchvision's download root
+        (``<root>/caltech101/101_ObjectCategories``) is accepted too.
+      include_background: also list ``BACKGROUND_Google`` images, with
+        ``label=None``, ``class_name="BACKGROUND_Google"`` and no annotation
+        (they are clutter, not a class, and take no index).
+
+    Returns:
+      Records sorted by class index, then file name; background images, when
+      included, come last. ``annotation`` is ``None`` where the ``.mat`` file
+      (or the whole ``Annotations/`` folder) is missing. Non-image files,
+      hidden files and loose files beside the class folders are ignored, as
+      are the top-level ``.mat`` files of ``Annotations/``.
+
+    Raises:
+      DatasetError: ``root`` missing, no ``101_ObjectCategories`` folder, or no
+        images in it (one line naming the folder).
+    """
+    categories, annotations = _caltech_folders(Path(os.path.expanduser(os.fspath(root))))
+    names = sorted(d.name for d in categories.iterdir() if d.is_dir() and not d.name.startswith("."))
+    classes = [n for n in names if n != CALTECH101_BACKGROUND]
+    records: List[ImageRecord] = []
+    for label, name in enumerate(classes):
+        ann_dir = annotations / CALTECH101_ANNOTATION_FOLDERS.get(name, name)
+        have = {p.name for p in ann_dir.iterdir() if p.is_file()} if ann_dir.is_dir() else set()
+        for image in _class_images(categories / name):
+            m = _IMAGE_NUMBER.match(image.stem)
+            ann_name = f"annotation_{m.group(1)}.mat" if m else None
+            annotation = ann_dir / ann_name if ann_name in have else None
+            records.append(ImageRecord(image, label, name, annotation))
+    if include_background and CALTECH101_BACKGROUND in names:
+        records.extend(
+            ImageRecord(image, None, CALTECH101_BACKGROUND, None)
+            for image in _class_images(categories / CALTECH101_BACKGROUND)
+        )
+    if not records:
+        what = "images" if include_background else "class images (BACKGROUND_Google excluded)"
+        raise DatasetError(f"{categories}: no {what} found")
+    return records
+
+
+def _class_images(folder: Path) -> List[Path]:
+    return sorted((p for p in folder.iterdir() if p.is_file() and _is_image(p)), key=lambda p: p.name)
+
+
+def class_folders(root: PathLike) -> List[ImageRecord]:
+    """Lists a folder of class folders: ``<root>/<class>/**/<image>``, one class per subfolder.
+
+    Classes are the subfolders (hidden ones skipped) in case-sensitive order, labelled 0, 1, ...;
+    their images are found recursively, sorted. Images directly in ``root`` come first,
+    unlabelled (``label=None``, ``class_name=None``). No annotations.
+
+    Raises:
+      DatasetError: ``root`` is not a folder or holds no image (one line naming it).
+    """
+    base = Path(os.path.expanduser(os.fspath(root)))
+    if not base.is_dir():
+        raise DatasetError(f"{base}: not a folder")
+    records = [ImageRecord(p, None, None, None) for p in _class_images(base)]
+    names = sorted(d.name for d in base.iterdir() if d.is_dir() and not d.name.startswith("."))
+    for label, name in enumerate(names):
+        records.extend(ImageRecord(p, label, name, None) for p in _folder_images(base / name))
+    if not records:
+        raise DatasetError(f"{base}: no image files in it or in its class folders")
+    return records
+
+
+def dataset_records(root: PathLike) -> List[ImageRecord]:
+    """The images of a dataset root: Caltech101 if it looks like one, else a folder of class folders.
+
+    A root holding ``101_ObjectCategories/`` (or being it) is read by :func:`caltech101` with
+    ``BACKGROUND_Google`` included (unlabelled, not annotated); anything else by :func:`class_folders`.
+
+    Raises:
+      DatasetError: no such folder, or no images (one line naming it).
+    """
+    base = Path(os.path.expanduser(os.fspath(root)))
+    try:
+        _caltech_folders(base)
+    except DatasetError:
+        return class_folders(base)
+    return caltech101(base, include_background=True)
+
+
+# --------------------------------------------------------------------------- sampling
+
+
+def positive_int(name: str, value) -> int:
+    """``value`` as an int >= 1; ValueError naming ``name`` otherwise (bools are refused)."""
+    if isinstance(value, bool):
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    try:
+        n = operator.index(value)
+    except TypeError:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}") from None
+    if n < 1:
+        raise ValueError(f"{name} must be a positive integer, got {n}")
+    return n
+
+
+def sample_records(
+    records: Sequence[ImageRecord],
+    *,
+    per_class: Optional[int] = None,
+    sample: Optional[int] = None,
+    seed: int = 0,
+) -> List[ImageRecord]:
+    """A deterministic random subset of ``records``: K per class or N overall.
+
+    * ``per_class=K``: up to K records of each class (a class is the pair
+      ``(label, class_name)``; all of a class when it has fewer). Classes keep
+      the order in which they first appear in ``records``; each class's picks
+      are sorted by path. Each class draws from its own generator, seeded with
+      ``seed`` and a CRC32 of ``(label, class_name)``, so a class's picks do not change
+      when other classes are added, removed or reordered.
+    * ``sample=N``: N records drawn without replacement from all of them (all
+      when there are fewer), returned in their original order.
+    * neither: a copy of ``records``.
+
+    Args:
+      records: e.g. from :func:`caltech101`.
+      per_class: K >= 1, or ``None``.
+      sample: N >= 1, or ``None``.
+      seed: non-negative integer; the same seed and records give the same subset.
+
+    Returns:
+      ``list[ImageRecord]``.
+
+    Raises:
+      ValueError: ``per_class`` or ``sample`` not a positive integer (message
+        names the argument), or both given.
+    """
+    if per_class is not None and sample is not None:
+        raise ValueError("give per_class or sample, not both")
+    records = list(records)
+    if per_class is not None:
+        k = positive_int("per_class", per_class)
+        groups: Dict[Tuple[Optional[int], Optional[str]], List[ImageRecord]] = {}
+        for r in records:
+            groups.setdefault((r.label, r.class_name), []).append(r)
+        out: List[ImageRecord] = []
+        for (label, name), members in groups.items():
+            tag = zlib.crc32(f"{label}:{name}".encode())
+            rng = np.random.default_rng([int(seed), tag])
+            if len(members) > k:
+                members = [members[i] for i in rng.choice(len(members), size=k, replace=False)]
+            out.extend(sorted(members, key=lambda r: r.path))
+        return out
+    if sample is not None:
+        n = positive_int("sample", sample)
+        if n >= len(records):
+            return records
+        rng = np.random.default_rng(int(seed))
+        keep = np.sort(rng.choice(len(records), size=n, replace=False))
+        return [records[i] for i in keep]
+    return records
+
+
+# --------------------------------------------------------------------------- annotations
+
+
+def load_annotation(path: PathLike) -> Tuple[np.ndarray, np.ndarray]:
+    """Reads a Caltech101 ``annotation_XXXX.mat`` into absolute pixel coordinates.
+
+    File layout (Caltech101 distribution, MATLAB v5): ``box_coord`` is 1x4
+    ``[top, bottom, left, right]`` (= ``[y1, y2, x1, x2]``) in pixels;
+    ``obj_contour`` is 2xK, row 0 = x, row 1 = y, relative to the box's top-left
+    corner. The contour is returned in image coordinates: ``x + left``,
+    ``y + top``. Values are used as stored (MATLAB's 1-based pixel convention is
+    not shifted), so they may sit up to one pixel from 0-based array indices.
+
+    Args:
+      path: the ``.mat`` file.
+
+    Returns:
+      ``(box, contour)``: ``box`` float64 ``[4]`` = ``[y1, y2, x1, x2]`` pixels;
+      ``contour`` float64 ``[K, 2]`` of absolute ``(x, y)`` pixels, K >= 3.
+
+    Raises:
+      DatasetError: the file is missing, unreadable, or lacks a 4-value
+        ``box_coord`` or a 2xK (K >= 3) finite ``obj_contour`` (message names it).
+    """
+    from scipy.io import loadmat
+
+    name = os.fspath(path)
+    try:
+        data = loadmat(name)
+    except FileNotFoundError:
+        raise DatasetError(f"{name}: annotation file does not exist") from None
+    except Exception as e:  # scipy raises MatReadError, ValueError, IndexError... on bad files
+        detail = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise DatasetError(f"{name}: cannot read annotation ({detail})") from None
+    for key in ("box_coord", "obj_contour"):
+        if key not in data:
+            raise DatasetError(f"{name}: not a Caltech101 annotation (no {key!r})")
+    try:
+        box = np.asarray(data["box_coord"], dtype=np.float64)
+        contour = np.asarray(data["obj_contour"], dtype=np.float64)
+    except (TypeError, ValueError):
+        raise DatasetError(f"{name}: box_coord/obj_contour are not numeric arrays") from None
+    if box.size != 4:
+        raise DatasetError(
+            f"{name}: box_coord has shape {box.shape}, expected 1x4 [top, bottom, left, right]"
+        )
+    if contour.ndim != 2 or contour.shape[0] != 2 or contour.shape[1] < 3:
+        raise DatasetError(f"{name}: obj_contour has shape {contour.shape}, expected 2xK with K >= 3")
+    box = box.reshape(4)
+    if not (np.isfinite(box).all() and np.isfinite(contour).all()):
+        raise DatasetError(f"{name}: box_coord/obj_contour hold non-finite values")
+    top, _, left, _ = box
+    absolute = np.stack([contour[0] + left, contour[1] + top], axis=1)
+    return box, absolute
+
+
+def _image_size(image_size) -> Tuple[int, int]:
+    try:
+        height, width = (operator.index(s) for s in image_size)
+    except (TypeError, ValueError):
+        raise ValueError(f"image_size must be (height, width) integers, got {image_size!r}") from None
+    if height < 1 or width < 1:
+        raise ValueError(f"image_size must be positive, got {(height, width)}")
+    return height, width
+
+
+def annotation_mask(
+    path_or_arrays: Union[PathLike, Tuple[np.ndarray, np.ndarray], np.ndarray],
+    image_size: Tuple[int, int],
+) -> np.ndarray:
+    """The object mask of a Caltech101 annotation: the filled contour polygon.
+
+    Vertices are rounded to the nearest pixel and the polygon is rasterised with
+    ``PIL.ImageDraw.polygon`` (interior and boundary pixels set) on an image of
+    ``image_size``; parts outside the image are clipped.
+
+    Args:
+      path_or_arrays: an annotation ``.mat`` path, the ``(box, contour)`` pair
+        from :func:`load_annotation`, or a contour ``[K, 2]`` of absolute
+        ``(x, y)`` pixels.
+      image_size: ``(height, width)`` of the photo, in pixels.
+
+    Returns:
+      bool ``[height, width]``, True on the object.
+
+    Raises:
+      DatasetError: unreadable or malformed annotation file (see
+        :func:`load_annotation`).
+      ValueError: ``image_size`` not two positive integers, or a contour that
+        is not ``[K, 2]`` with K >= 3.
+    """
+    from PIL import Image, ImageDraw
+
+    height, width = _image_size(image_size)
+    if isinstance(path_or_arrays, (str, os.PathLike)):
+        contour = load_annotation(path_or_arrays)[1]
+    elif isinstance(path_or_arrays, (tuple, list)):
+        if len(path_or_arrays) != 2:
+            raise ValueError("path_or_arrays must be a path, (box, contour) or a [K, 2] contour")
+        contour = np.asarray(path_or_arrays[1], dtype=np.float64)
+    else:
+        contour = np.asarray(path_or_arrays, dtype=np.float64)
+    if contour.ndim != 2 or contour.shape[1] != 2 or contour.shape[0] < 3:
+        raise ValueError(f"contour must be [K, 2] (x, y) with K >= 3, got shape {contour.shape}")
+    if not np.isfinite(contour).all():
+        raise ValueError("contour holds non-finite values")
+    canvas = Image.new("L", (width, height), 0)
+    vertices = [(int(x), int(y)) for x, y in np.rint(contour)]
+    ImageDraw.Draw(canvas).polygon(vertices, fill=1, outline=1)
+    return np.asarray(canvas, dtype=bool)
+
+
+def box_mask(box: Sequence[float], image_size: Tuple[int, int]) -> np.ndarray:
+    """The bounding box of a Caltech101 annotation as a mask: rows ``y1..y2``, columns ``x1..x2``.
+
+    Args:
+      box: ``[y1, y2, x1, x2]`` = ``box_coord`` ``[top, bottom, left, right]`` pixels (see
+        :func:`load_annotation`); rounded, both ends included, clipped to the image.
+      image_size: ``(height, width)`` of the photo, in pixels.
+
+    Returns bool ``[height, width]``, True inside the box (all False if it lies outside).
+
+    Raises:
+      ValueError: ``box`` not 4 finite numbers or ``image_size`` not two positive integers.
+    """
+    height, width = _image_size(image_size)
+    b = np.asarray(box, dtype=np.float64).reshape(-1)
+    if b.size != 4 or not np.isfinite(b).all():
+        raise ValueError(f"box must be 4 finite numbers [y1, y2, x1, x2], got {box!r}")
+    y1, y2, x1, x2 = (int(v) for v in np.rint(b))
+    mask = np.zeros((height, width), bool)
+    mask[max(y1, 0) : max(y2 + 1, 0), max(x1, 0) : max(x2 + 1, 0)] = True
+    return mask
+
+
+# --------------------------------------------------------------------------- the images of a run
+
+_read_caltech101 = caltech101  # gather_images' keyword argument shadows the reader's name
+
+SAMPLE_PHOTO = "grace_hopper.jpg"  # matplotlib's bundled photo, the default image
+
+
+@dataclass(frozen=True)
+class ImageItem:
+    """One input image: its ``path``, the short unique ``display`` name, and its ``true_class`` if known."""
+
+    path: Path
+    display: str
+    true_class: Optional[str] = None
+
+
+def display_names(paths: Sequence[Path]) -> List[str]:
+    """Short unique names: paths relative to their common folder when that is short (at most
+    3 parts, e.g. ``airplanes/image_0001.jpg`` for a folder of class folders), otherwise the
+    shortest unique trailing parts (``name``, then ``parent/name``...)."""
+    paths = [Path(p) for p in paths]
+    if len(paths) > 1:
+        absolute = [os.path.abspath(p) for p in paths]
+        try:
+            common = os.path.commonpath(absolute)
+        except ValueError:  # different drives
+            common = None
+        if common is not None:
+            rel = [Path(os.path.relpath(a, common)) for a in absolute]
+            if all(len(r.parts) <= 3 for r in rel) and len({r.as_posix() for r in rel}) == len(rel):
+                return [r.as_posix() for r in rel]
+    depth = [1] * len(paths)
+    while True:
+        names = ["/".join(p.parts[-d:]) for p, d in zip(paths, depth, strict=True)]
+        seen: Dict[str, List[int]] = {}
+        for i, n in enumerate(names):
+            seen.setdefault(n, []).append(i)
+        grow = [i for group in seen.values() if len(group) > 1 for i in group if depth[i] < len(paths[i].parts)]
+        if not grow:
+            return names
+        for i in grow:
+            depth[i] += 1
+
+
+def gather_images(images: Optional[Sequence] = None, *, caltech101=None, include_background: bool = False,
+                  per_class: Optional[int] = None, sample: Optional[int] = None, seed: int = 0) -> List[ImageItem]:
+    """The images of a run, in order.
+
+    Args:
+      images: files, folders (searched recursively) or glob patterns; None and no
+        ``caltech101``: matplotlib's bundled photo of Grace Hopper.
+      caltech101: a Caltech101 root (holding ``101_ObjectCategories/``); the class is the true label.
+      include_background: with ``caltech101``, also the ``BACKGROUND_Google`` images.
+      per_class, sample, seed: a seeded random choice (see :func:`vitjax.data.datasets.sample_records`).
+
+    Raises:
+      ValueError: (``DatasetError``) a missing path or a folder without images, a
+        tree that is not Caltech101, or ``include_background`` without ``caltech101``.
+    """
+    if caltech101 is not None:
+        try:
+            records = _read_caltech101(caltech101, include_background=include_background)
+        except DatasetError as e:
+            if "101_ObjectCategories" not in str(e):
+                raise
+            raise DatasetError(f"{e}; for a plain folder of class folders use --images DIR --per-class K") from None
+    else:
+        if include_background:
+            raise DatasetError("--include-background needs --caltech101")
+        if images:
+            paths = image_files(images)
+        else:
+            import matplotlib.cbook
+
+            paths = [Path(matplotlib.cbook.get_sample_data(SAMPLE_PHOTO, asfileobj=False))]
+        records = [ImageRecord(p, None, p.parent.name, None) for p in paths]
+    records = sample_records(records, per_class=per_class, sample=sample, seed=seed)
+    if caltech101 is not None:
+        return [ImageItem(r.path, f"{r.class_name}/{r.path.name}", r.class_name) for r in records]
+    names = display_names([r.path for r in records])
+    return [ImageItem(r.path, n, None) for r, n in zip(records, names, strict=True)]

@@ -1,0 +1,86 @@
+"""Every error type of vitjax, and the helpers that keep their messages to one line.
+
+The lowest layer of the package: it imports nothing from vitjax, so every
+other module can raise these without importing upward. Each error is a
+``ValueError`` whose message is one line naming the file, key, field or
+argument at fault; the commands print it on stderr and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Union
+
+__all__ = [
+    "CheckpointError",
+    "DatasetError",
+    "DownloadError",
+    "MapsFileError",
+    "TORCH_PICKLES",
+    "VitjaxWarning",
+    "one_line",
+    "pickle_refusal",
+    "require_file",
+]
+
+PathLike = Union[str, os.PathLike]
+
+#: File suffixes of PyTorch pickles, which vitjax never loads (unpickling runs code).
+TORCH_PICKLES = (".pth", ".pt", ".bin", ".ckpt", ".pkl")
+
+
+class CheckpointError(ValueError):
+    """A file is not a usable ViT checkpoint; the message is one line naming it."""
+
+
+class DownloadError(ValueError):
+    """A checkpoint name that is unknown, or a download that failed; the message is one line."""
+
+
+class DatasetError(ValueError):
+    """An image folder or dataset tree that cannot be used; the message is one line naming the path."""
+
+
+class MapsFileError(ValueError):
+    """A maps file that cannot be read back; the message is one line naming it."""
+
+
+class VitjaxWarning(UserWarning):
+    """Something a user should know that does not stop the work (e.g. an all-zero classifier head).
+
+    The library warns through :mod:`warnings`; the commands print each as one
+    ``warning: ...`` line on stderr.
+    """
+
+
+def one_line(text: object) -> str:
+    """``text`` as one line: every run of whitespace (newlines included) becomes one space.
+
+    Error messages and skip reasons are printed and stored one per line.
+    """
+    return " ".join(str(text).split())
+
+
+def pickle_refusal(path: PathLike) -> str:
+    """The one line refusing a PyTorch pickle (``.pth``/``.bin``/``.pt``...), saying how to make a ``.safetensors``."""
+    return (
+        f"{os.fspath(path)}: a PyTorch pickle, which vitjax never unpickles (unpickling runs code); save the weights "
+        "as "
+        'safetensors where you trust the file: safetensors.torch.save_file(model.state_dict(), "model.safetensors")'
+        " (timm and Hugging Face models: model.save_pretrained(folder) writes model.safetensors)"
+    )
+
+
+def require_file(path: PathLike, what: str) -> str:
+    """``path`` as a string if it is a non-empty file; else a one-line :class:`CheckpointError`.
+
+    ``what`` names the expected kind in the message ("an .npz checkpoint").
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise CheckpointError(f"{path}: no such file")
+    if os.path.isdir(path):
+        raise CheckpointError(f"{path}: is a directory, not {what}")
+    if os.path.getsize(path) == 0:
+        raise CheckpointError(f"{path}: the file is empty")
+    return path
