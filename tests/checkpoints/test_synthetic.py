@@ -1,4 +1,4 @@
-"""vitjax-synthetic (python -m vitjax.cli.synthetic): a small CLI that writes a random Google-layout checkpoint and says so."""
+"""vitjax-synthetic (python -m vitjax.cli.synthetic): a small CLI that writes a random checkpoint and says so."""
 
 from __future__ import annotations
 

@@ -150,7 +150,7 @@ def class_maps(
     Args:
       model, params: from :func:`vitjax.load_checkpoint`; the model needs a head.
       images: ``[B, H, W, 3]`` float, normalised as the model expects
-        (:func:`vitjax.data.images`), at ``model.config.image_size``.
+        (:func:`vitjax.preprocess`), at ``model.config.image_size``.
       method: a class method of :mod:`vitjax.attribution.methods`: ``"generic"`` (Chefer, Gur & Wolf, ICCV 2021),
         ``"grad_rollout"`` (attention x gradient rollout, jacobgil/vit-explain),
         ``"attention_gradcam"`` (GradCAM on the last attention; Chefer et al.,

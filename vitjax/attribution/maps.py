@@ -175,7 +175,7 @@ def compute_maps(
     Args:
       model, params: from :func:`vitjax.load_checkpoint`.
       images: ``[B, H, W, 3]`` float32 at ``model.config.image_size``,
-        preprocessed for the model (:func:`vitjax.data.images`).
+        preprocessed for the model (:func:`vitjax.preprocess`).
       options: :class:`vitjax.RolloutOptions` (default: mean fusion, no
         discard, all layers, residual); its token layout is taken from the
         model (class token, registers). Changing ``discard_ratio`` (between

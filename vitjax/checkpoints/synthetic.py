@@ -7,7 +7,7 @@ near-uniform attention would hide errors.
 
 From the command line (offline, no download)::
 
-    python -m vitjax.checkpoints.synthetic --variant ViT-B_16 --out vit-b16-random.npz
+    vitjax-synthetic --variant ViT-B_16 --out vit-b16-random.npz
     vitjax-visualize --ckpt vit-b16-random.npz
 
 It prints the file it wrote; bad arguments exit with status 2 and one line on stderr.

@@ -120,7 +120,7 @@ def padded_batches(
       items: the items, in order (paths, :class:`vitjax.data.datasets.ImageRecord`...).
       load: ``load(item)`` -> ``x`` or ``(x, extra)``, with ``x`` an array of
         ``shape`` (e.g. a preprocessed ``[H, W, 3]`` float32 image, see
-        :func:`vitjax.data.images`); ``extra`` is passed through in
+        :func:`vitjax.preprocess`); ``extra`` is passed through in
         :attr:`Batch.extras` (e.g. the photo's size, an object mask). A
         ``ValueError`` marks the item as failed (an unreadable image); any other
         exception is a bug and propagates.

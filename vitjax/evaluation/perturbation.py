@@ -22,13 +22,13 @@ Their published ViT-B/16 numbers (ImageNet val, predicted class explained):
 negative: rollout 53.1, relevance propagation 54.16; positive: relevance
 propagation 17.03. :func:`run_perturbation` runs the test over a dataset
 through the resumable runner of :mod:`vitjax.evaluation.localisation`;
-``python -m vitjax.evaluation.perturbation --help`` is its command line.
+``vitjax-perturbation --help`` (:mod:`vitjax.cli.perturbation`) is its command line.
 
 Reproducing the published table (ViT-B/16 at 224 = Google's ``ViT-B_16-224``,
 which timm's ``vit_base_patch16_224`` of 2021 was; ImageNet val as 1000 class
 folders ``val/<wnid>/``, whose sorted order is the class index)::
 
-    python -m vitjax.evaluation.perturbation --ckpt ViT-B_16-224 --data IMAGENET/val --out runs/chefer \\
+    vitjax-perturbation --ckpt ViT-B_16-224 --data IMAGENET/val --out runs/chefer \\
         --labels dataset --explain predicted --resize pil --rollout-start-layer 1 --batch-size 64
 
 ``--resize pil`` is torchvision's ``Resize((224, 224))`` of their loader. Their
@@ -352,7 +352,7 @@ def run_perturbation(model, params, records: Sequence[Any], out_dir, *, root, me
       options: one :class:`vitjax.RolloutOptions`, or a mapping method -> options;
         Chefer et al. ran rollout with ``start_layer=1``.
       batch_size: images per batch, rounded up to a multiple of the local devices.
-      resize: ``"google"`` or ``"pil"`` (:func:`vitjax.data.images`; Chefer et al.
+      resize: ``"google"`` or ``"pil"`` (:func:`vitjax.preprocess`; Chefer et al.
         used torchvision's ``Resize((224, 224))``, i.e. PIL's).
       settings: extra identity recorded in ``perturbation_run.json`` (checkpoint...).
       notes: warnings to keep with the results (:func:`label_notes`).

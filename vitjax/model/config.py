@@ -57,7 +57,7 @@ class ViTConfig:
         model was trained with, per RGB channel in [0, 1] pixel units: Google
         (0.5, 0.5, 0.5) / (0.5, 0.5, 0.5), i.e. ``x / 127.5 - 1``; ImageNet
         (0.485, 0.456, 0.406) / (0.229, 0.224, 0.225) for DeiT and DINOv2.
-        Applied by :func:`vitjax.data.images`, never inside the model.
+        Applied by :func:`vitjax.preprocess`, never inside the model.
       posemb_resize: how the loader resizes the position grid to another
         resolution, as the file's own framework does: ``"zoom_linear"``
         (Google: ``scipy.ndimage.zoom(order=1)``), ``"timm"`` (timm's

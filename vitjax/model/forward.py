@@ -58,7 +58,7 @@ def forward(model: ViT, params, images) -> Tuple[jnp.ndarray, jnp.ndarray]:
       model: a :class:`vitjax.ViT` (from :func:`vitjax.load_checkpoint`).
       params: its parameter tree.
       images: ``[B, H, W, 3]`` float32 at ``model.config.image_size``,
-        preprocessed for the model's family (see :func:`vitjax.data.images`).
+        preprocessed for the model's family (see :func:`vitjax.preprocess`).
 
     Returns:
       ``logits [B, C]`` float32 (pre-softmax scores; a model without head

@@ -237,7 +237,7 @@ class ViT(nn.Module):
 
     Call: ``out = ViT(config).apply({"params": params}, images)`` with
     ``images [B, H, W, 3]`` float32, preprocessed as the family expects
-    (:func:`vitjax.data.images`), at ``config.image_size``. ``out`` is
+    (:func:`vitjax.preprocess`), at ``config.image_size``. ``out`` is
     ``logits [B, num_classes]``; a model without ``head`` returns the
     features instead: ``[B, representation_size]`` after ``pre_logits``, or
     the class-token features after the final LayerNorm ``[B, D]`` (DINOv2).

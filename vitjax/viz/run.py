@@ -113,7 +113,7 @@ class RunSettings:
       options: the one :class:`vitjax.RolloutOptions` of the run.
       precision: the model's matmul precision, recorded in figures and metadata.
       target: class explained by a class-specific method (None: each image's top-1).
-      resize: the preprocessing resize (see :func:`vitjax.data.images`).
+      resize: the preprocessing resize (see :func:`vitjax.preprocess`).
       mode, cmap, alpha, dpi: figure style (see :func:`vitjax.viz.figures.overlay`).
     """
 
