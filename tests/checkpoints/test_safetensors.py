@@ -387,3 +387,248 @@ def test_hf_config_json_beside_the_file_is_used_only_when_it_matches(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({**cfg.to_dict(), "hidden_size": 64}))  # another model's
     info = read_safetensors(path)[1]
     assert (info["num_heads"], info["layer_norm_eps"], info["pixel_mean"]) == (2, 1e-12, (0.5,) * 3)
+
+
+# --- recognising the file by its structure (issue #17, fault 4) -------------------------------------------------
+
+
+def _write_with_header_length(path, tensors, low, mask, metadata=None):
+    """A valid .safetensors whose 8-byte header length ``n`` has ``n & mask == low`` (the smallest such ``n``
+    that holds the JSON, padded with spaces as the safetensors library pads it). F32 tensors, in key order."""
+    entries, blobs, offset = ({"__metadata__": metadata} if metadata else {}), [], 0
+    for key in sorted(tensors):
+        a = np.ascontiguousarray(tensors[key], dtype="<f4")
+        entries[key] = {"dtype": "F32", "shape": list(a.shape), "data_offsets": [offset, offset + a.nbytes]}
+        blobs.append(a.tobytes())
+        offset += a.nbytes
+    text = json.dumps(entries, separators=(",", ":")).encode()
+    n = low + max(0, -(-(len(text) - low) // (mask + 1))) * (mask + 1)
+    assert n >= len(text) and n & mask == low
+    path.write_bytes(n.to_bytes(8, "little") + text + b" " * (n - len(text)) + b"".join(blobs))
+    return path
+
+
+@pytest.mark.parametrize("low,mask", [(0x80, 0xFF), (0x4B50, 0xFFFF)], ids=["0x80", "PK"])
+def test_header_lengths_that_look_like_pickles_or_zips_are_read(tmp_path, rng, low, mask):
+    from safetensors import safe_open
+
+    src = _small_timm()
+    sd = {k: v.numpy() for k, v in src.state_dict().items()}
+    path = _write_with_header_length(tmp_path / "m.safetensors", sd, low, mask, metadata={"format": "pt"})
+    first = path.read_bytes()[:2]
+    assert first[0] == 0x80 if low == 0x80 else first == b"PK"
+    with safe_open(str(path), "np") as f:  # the reference reader calls it valid
+        assert set(f.keys()) == set(sd)
+    for name in ("m.safetensors", "m.bin"):  # by its structure, whatever the name says
+        if name != path.name:
+            (tmp_path / name).write_bytes(path.read_bytes())
+        raw, meta = load_safetensors(path)
+        assert meta == {"format": "pt"} and all(np.array_equal(raw[k], v) for k, v in sd.items())
+        images = _photo_batch(32, rng)
+        _compare(tmp_path / name, *_timm_run(src, images), images)
+
+
+def _cut_header(tmp_path, edit, name="bad.safetensors"):
+    """A real file whose JSON header is replaced by ``edit(header_dict)`` (bytes or dict), length adjusted."""
+    good = _write(tmp_path, _small_timm().state_dict(), "good.safetensors").read_bytes()
+    n = int.from_bytes(good[:8], "little")
+    header, data = json.loads(good[8:8 + n]), good[8 + n:]
+    new = edit(header)
+    text = new if isinstance(new, bytes) else json.dumps(new).encode()
+    path = tmp_path / name
+    path.write_bytes(len(text).to_bytes(8, "little") + text + data)
+    return path
+
+
+def _first(header):
+    return next(k for k in header if k != "__metadata__")
+
+
+@pytest.mark.parametrize("edit,needle", [
+    (lambda h: b"{" + json.dumps(h).encode()[1:-1] + b",}", "not valid JSON"),
+    (lambda h: {**h, _first(h): {**h[_first(h)], "data_offsets": [0, 10**9]}}, "truncated"),
+    (lambda h: {**h, _first(h): {**h[_first(h)], "shape": [2, "3"]}}, "not a list of sizes"),
+    (lambda h: {**h, _first(h): {**h[_first(h)], "shape": [1, 1, 1]}}, "needs"),
+    (lambda h: {**h, "__metadata__": {"format": 3}}, "__metadata__"),
+    (lambda h: {**h, _first(h): {"dtype": "F32"}}, "data_offsets"),
+])
+def test_a_malformed_header_says_so_in_one_line(tmp_path, edit, needle):
+    path = _cut_header(tmp_path, edit)
+    assert path.read_bytes()[8:9] == b"{"
+    for load in (load_safetensors, vitjax.load_checkpoint):
+        with pytest.raises(CheckpointError) as info:
+            load(path)
+        text = _one_line(info)
+        assert text.startswith(f"{path}: a malformed safetensors header") and needle in text, text
+        assert "PyTorch" not in text
+
+
+def test_an_npz_or_a_pickle_under_a_safetensors_name_is_named_for_what_it_is(tmp_path):
+    from vitjax.checkpoints.synthetic import random_checkpoint, save_npz
+
+    npz = save_npz(random_checkpoint(vitjax.get_config("testing")), tmp_path / "w.safetensors")
+    with pytest.raises(CheckpointError) as info:
+        vitjax.load_checkpoint(npz)
+    text = _one_line(info)
+    assert "an .npz archive" in text and "PyTorch" not in text, text
+    bare = tmp_path / "bare.safetensors"
+    torch.save(_small_timm().state_dict(), bare, _use_new_zipfile_serialization=False)
+    assert bare.read_bytes()[:1] == b"\x80"
+    with pytest.raises(CheckpointError) as info:
+        vitjax.load_checkpoint(bare)
+    assert "a PyTorch pickle" in _one_line(info)
+    text_file = tmp_path / "notes.safetensors"
+    text_file.write_text("hello " * 100)
+    with pytest.raises(CheckpointError) as info:
+        vitjax.load_checkpoint(text_file)
+    assert "not a .safetensors file" in _one_line(info) and "does not fit the file" in str(info.value)
+
+
+# --- dtypes and empty dimensions (issue #17, fault 5) -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", ["float8_e4m3fn", "float8_e5m2"])
+def test_float8_files_are_widened_exactly(tmp_path, rng, dtype):
+    src = _small_timm()
+    f8 = {k: v.to(getattr(torch, dtype)) for k, v in src.state_dict().items()}
+    path = _write(tmp_path, f8)
+    raw, _ = load_safetensors(path)
+    for k, v in f8.items():  # every float8 value is a float32 value
+        assert raw[k].dtype == np.float32 and np.array_equal(raw[k], v.float().numpy()), k
+    with torch.no_grad():  # the same model with the rounded weights: vitjax and timm agree on it
+        src.load_state_dict({k: v.float() for k, v in f8.items()})
+    images = _photo_batch(32, rng)
+    out, attention = (np.asarray(a) for a in vitjax.forward(*vitjax.load_checkpoint(path), images))
+    ref_out, _ = _timm_run(src, images)
+    assert np.abs(out - ref_out).max() <= 1e-4 * max(1.0, float(np.abs(ref_out).max()))
+
+
+def test_an_unknown_dtype_is_named(tmp_path):
+    path = _cut_header(tmp_path, lambda h: {**h, _first(h): {**h[_first(h)], "dtype": "F4"}}, "f4.safetensors")
+    with pytest.raises(CheckpointError) as info:
+        load_safetensors(path)
+    assert "dtype F4, which vitjax does not read" in _one_line(info)
+
+
+@pytest.mark.parametrize("key,shape", [("patch_embed.proj.weight", (64, 3, 0, 8)),
+                                       ("patch_embed.proj.weight", (0, 3, 8, 8)),
+                                       ("blocks.0.attn.qkv.weight", (0, 64))])
+def test_a_zero_sized_dimension_is_one_line_not_a_division_by_zero(tmp_path, key, shape):
+    sd = {**_small_timm().state_dict(), key: torch.zeros(shape)}
+    with pytest.raises(CheckpointError) as info:
+        vitjax.load_checkpoint(_write(tmp_path, sd))
+    text = _one_line(info)
+    assert f"'{key}'" in text and "zero-sized dimension" in text, text
+
+
+def test_zero_register_tokens_are_no_registers(tmp_path):
+    cfg = transformers.Dinov2WithRegistersConfig(hidden_size=64, num_hidden_layers=1, num_attention_heads=1,
+                                                 image_size=28, patch_size=14, num_register_tokens=0)
+    sd = transformers.Dinov2WithRegistersModel(cfg).state_dict()
+    assert sd["embeddings.register_tokens"].shape == (1, 0, 64)
+    model, _ = vitjax.load_checkpoint(_write(tmp_path, sd))
+    assert model.config.num_registers == 0 and model.config.posemb_resize == "timm"
+
+
+# --- non-square trained grids (issue #17, fault 6) ---------------------------------------------------------------
+
+
+def _timm_160x224(dynamic=False):
+    return _randomize(timm.create_model("vit_small_patch16_224", pretrained=False, img_size=(160, 224), depth=2,
+                                        embed_dim=128, num_heads=2, num_classes=7, dynamic_img_size=dynamic), seed=7)
+
+
+def test_timm_non_square_file_loads_from_its_config_json_or_image_size(tmp_path, rng):
+    from timm.models._hub import save_for_hf
+
+    src = _timm_160x224()
+    assert src.pos_embed.shape == (1, 141, 128)
+    bare = _save_timm(src, tmp_path / "bare.safetensors")  # no config.json beside it
+    with pytest.raises(CheckpointError) as info:
+        vitjax.load_checkpoint(bare)
+    text = _one_line(info)
+    assert "image_size=(height, width)" in text and "(160, 224)" in text and "config.json" in text, text
+    images = _photo_batch((160, 224), rng)
+    model, _, _ = _compare(bare, *_timm_run(src, images), images, image_size=(160, 224))
+    assert model.config.grid == (10, 14)
+    folder = tmp_path / "hub"
+    save_for_hf(src, folder, safe_serialization=True)
+    for size in (None, (160, 224)):
+        model, _, _ = _compare(folder / "model.safetensors", *_timm_run(src, images), images, image_size=size)
+        assert model.config.grid == (10, 14) and model.config.image_size == (160, 224)
+
+
+def test_timm_non_square_file_resizes_like_timm(tmp_path, rng):
+    from timm.models._hub import save_for_hf
+
+    src = _timm_160x224(dynamic=True)  # timm resizes its 10x14 grid on the fly to each input's grid
+    save_for_hf(src, tmp_path, safe_serialization=True)
+    images = _photo_batch((224, 160), rng)
+    model, _, _ = _compare(tmp_path / "model.safetensors", *_timm_run(src, images), images, image_size=(224, 160))
+    assert model.config.grid == (14, 10) and model.config.posemb_resize == "timm"
+
+
+def _hf_vit(image_size):
+    cfg = transformers.ViTConfig(hidden_size=128, num_hidden_layers=2, num_attention_heads=2, intermediate_size=256,
+                                 image_size=image_size, patch_size=16, num_labels=5, attn_implementation="eager")
+    return transformers.ViTForImageClassification(cfg)
+
+
+def _hf_160x224(folder):
+    src = _randomize(_hf_vit([160, 224]), seed=8)
+    return src, _hf_save(src, folder)
+
+
+def test_hf_non_square_file_loads_with_its_config_json_or_image_size(tmp_path, rng):
+    src, path = _hf_160x224(tmp_path)
+    images = _photo_batch((160, 224), rng)
+    ref = _hf_run(src, images)
+    for size in (None, (160, 224)):
+        model, _, _ = _compare(path, *ref, images, image_size=size)
+        assert model.config.grid == (10, 14)
+    (tmp_path / "config.json").unlink()  # the weights alone: 140 positions are not a square
+    with pytest.raises(CheckpointError) as info:
+        vitjax.load_checkpoint(path)
+    assert "image_size=(height, width)" in _one_line(info)
+    model, _, _ = _compare(path, *ref, images, image_size=(160, 224))
+    assert model.config.grid == (10, 14)
+
+
+def test_hf_non_square_file_resizes_with_hf_bicubic(tmp_path, rng):
+    """transformers' own interpolate_pos_encoding assumes a square grid (it cannot run this file at another
+    size); vitjax applies the same bicubic (a = -0.75, no antialiasing) to the 10x14 grid. The reference:
+    a ViT made for 224x160 holding the file's weights with the grid resized by torch's interpolate."""
+    src, path = _hf_160x224(tmp_path)
+    sd = src.state_dict()
+    pos = sd["vit.embeddings.position_embeddings"]
+    grid = pos[:, 1:].reshape(1, 10, 14, 128).permute(0, 3, 1, 2)
+    grid = torch.nn.functional.interpolate(grid, size=(14, 10), mode="bicubic", align_corners=False)
+    sd["vit.embeddings.position_embeddings"] = torch.cat([pos[:, :1], grid.permute(0, 2, 3, 1).reshape(1, 140, 128)],
+                                                         dim=1)
+    ref = _hf_vit([224, 160])
+    ref.load_state_dict(sd)
+    images = _photo_batch((224, 160), rng)
+    model, _, _ = _compare(path, *_hf_run(ref.eval(), images), images, image_size=(224, 160))
+    assert model.config.posemb_resize == "bicubic"
+
+
+def test_a_config_json_grid_that_contradicts_the_weights_is_named(tmp_path):
+    _, path = _hf_160x224(tmp_path)
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**cfg, "image_size": [224, 224]}))
+    with pytest.raises(CheckpointError) as info:
+        vitjax.load_checkpoint(path)
+    text = _one_line(info)
+    assert "config.json: field 'image_size'" in text and "14x14" in text and "141" in text, text
+
+
+@pytest.mark.parametrize("cls", ["DeiTModel", "DeiTForImageClassification", "DeiTForImageClassificationWithTeacher"])
+def test_hf_deit_files_are_refused_by_name(tmp_path, cls):
+    cfg = transformers.DeiTConfig(hidden_size=64, num_hidden_layers=1, num_attention_heads=1, intermediate_size=128,
+                                  image_size=32, patch_size=16, num_labels=3)
+    path = _hf_save(getattr(transformers, cls)(cfg), tmp_path)
+    with pytest.raises(CheckpointError) as info:
+        vitjax.load_checkpoint(path)
+    text = _one_line(info)
+    assert "a DeiT distillation token is not supported" in text and "distillation_token" in text, text
+    assert "is not one of" not in text  # not the prefix message, which suggests renaming would help

@@ -31,6 +31,7 @@ def test_writes_the_file_and_says_what_it_wrote(tmp_path, capsys):
     assert f"{count:,} parameters" in stdout
     model, _ = load_checkpoint(out)
     assert model.config.image_size == (48, 48) and model.config.num_classes == 1000
+    assert model.config.random_weights is True  # the file says so (issue #17, fault 12)
     assert [p.name for p in out.parent.iterdir()] == ["tiny.npz"]  # no temp file left
 
 

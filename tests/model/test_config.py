@@ -76,3 +76,43 @@ def test_image_size_must_be_a_multiple_of_the_patch():
         vitjax.get_config("ViT-B_16", image_size=100)
     assert vitjax.get_config("ViT-B_16", image_size=(96, 128)).grid == (6, 8)
     assert vitjax.get_config("R50+ViT-B_16", image_size=100).grid == (7, 7)  # the hybrid's stem pads (SAME)
+
+
+# --- every field is checked (issue #17, fault 5) ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("field,value", [
+    ("num_heads", True), ("num_heads", 2.9), ("num_heads", "2"), ("num_heads", float("inf")), ("num_heads", 0),
+    ("hidden_size", float("nan")), ("num_layers", -1), ("mlp_dim", None), ("patch_size", 0), ("patch_size", (16, 0)),
+    ("patch_size", (16, 16, 16)), ("image_size", (True, 224)), ("image_size", 224.5), ("num_classes", -3),
+    ("num_classes", True), ("representation_size", 0), ("resnet_layers", ()), ("resnet_layers", (3, 0)),
+    ("resnet_width", 0), ("num_registers", -1), ("num_registers", 1.5), ("layer_norm_eps", float("nan")),
+    ("layer_norm_eps", float("inf")), ("layer_norm_eps", True), ("layer_norm_eps", "1e-6"),
+    ("pixel_mean", (True, False, True)), ("pixel_mean", (0.5, 0.5)), ("pixel_mean", (float("nan"), 0.5, 0.5)),
+    ("pixel_std", (1e-300, 0.5, 0.5)), ("pixel_std", (0.0, 0.5, 0.5)), ("pixel_std", (1e300, 0.5, 0.5)),
+    ("gelu_approximate", 1), ("layer_scale", "yes"), ("random_weights", 1), ("source", 3),
+])
+def test_bad_fields_are_refused_naming_the_field(field, value):
+    with pytest.raises(ValueError) as info:
+        vitjax.get_config("testing", **{field: value})
+    text = str(info.value)
+    assert field in text and "\n" not in text, text
+
+
+def test_a_zero_patch_is_a_value_error_not_a_division_by_zero():
+    with pytest.raises(ValueError, match="patch_size"):
+        vitjax.ViTConfig(patch_size=(0, 16))
+
+
+def test_whole_numbers_and_numpy_integers_are_accepted():
+    c = vitjax.get_config("testing", image_size=np.array([224.0, 160.0]), num_heads=np.int64(2), num_registers=2.0)
+    assert c.image_size == (224, 160) and c.num_heads == 2 and c.num_registers == 2
+    assert all(type(x) is int for x in (*c.image_size, c.num_heads, c.num_registers))
+    assert hash(c) == hash(vitjax.get_config("testing", image_size=(224, 160), num_registers=2))
+
+
+def test_random_weights_defaults_to_false_and_is_part_of_the_config():
+    c = vitjax.get_config("testing")
+    assert c.random_weights is False
+    marked = c.replace(random_weights=True)
+    assert marked.random_weights is True and marked != c

@@ -16,7 +16,9 @@ file, then laid out as Google's tree:
 * patch conv ``(D, 3, ph, pw)`` -> ``embedding/kernel (ph, pw, 3, D)``;
 * LayerScale ``ls1.gamma`` / ``layer_scale1.lambda1`` -> ``ls1/scale`` (``ls2`` likewise);
 * register tokens ``reg_token`` / ``embeddings.register_tokens`` -> ``reg [1, R, D]``;
-* position embedding -> ``[1, 1 + g*g, D]`` with the class slot first: a timm
+* position embedding -> ``[1, 1 + gh*gw, D]`` with the class slot first (the grid's shape
+  from a ``config.json``, else square, else the size asked for when its patch count fits;
+  see :func:`to_canonical`): a timm
   ``no_embed_class`` file (no class slot) gets a zero class row (the class token
   then carries no position, as in timm); register slots of a timm file that
   gives registers a position are folded into ``reg`` (both are constants added
@@ -30,7 +32,8 @@ A layer without a bias in the file (timm ``qkv_bias=False``, Hugging Face
 ``qkv_bias=False``) gets a zero bias, which computes the same thing; this is
 allowed only when no block has that bias. Anything else the canonical ViT
 cannot compute (``fc_norm``, ``norm_pre``, attention pooling, distillation
-tokens, QK-norm, SwiGLU MLPs, a two-input DINOv2 classifier) is refused by name.
+tokens of timm's and Hugging Face's DeiT, QK-norm, SwiGLU MLPs, a two-input DINOv2
+classifier) is refused by name.
 """
 
 from __future__ import annotations
@@ -106,6 +109,7 @@ _HF_BLOCK.update({"layer_scale1.lambda1": "ls1", "layer_scale2.lambda1": "ls2"})
 _HF_BLOCK_RE = re.compile(r"^(?:encoder\.layer|layers)\.(\d+)\.(.+)$")
 _HF_REFUSED = [
     (r"\.mlp\.(weights_in|weights_out|gate_proj|up_proj|down_proj)\.", "a SwiGLU MLP (DINOv2-giant)"),
+    (r"(^|\.)(distillation_token|distillation_classifier\.)", "a DeiT distillation token"),
 ]
 HF_PREFIXES = ("", "vit.", "dinov2.")
 _HF_NAMES = {
@@ -131,8 +135,20 @@ def _fmt(shape) -> str:
 
 
 def detect(keys) -> Tuple[str, str]:
-    """``("timm" | "huggingface", hf_prefix)`` from the key names, or CheckpointError."""
+    """``("timm" | "huggingface", hf_prefix)`` from the key names, or CheckpointError.
+
+    Hugging Face DeiT files (``deit.embeddings.distillation_token``; ``DeiTModel``,
+    ``DeiTForImageClassification``, ``...WithTeacher``) are refused by name, as timm's
+    distilled files are: the distillation token is a second prefix token with its own
+    position, which the canonical ViT does not compute.
+    """
+    shapes = keys if isinstance(keys, Mapping) else {}
     keys = set(keys)
+    for k in sorted(keys):
+        if k == "distillation_token" or k.endswith("embeddings.distillation_token"):
+            shape = f" {_fmt(shapes[k].shape)}" if k in shapes else ""
+            raise CheckpointError(f"key {k!r}{shape}: a DeiT distillation token is not supported by vitjax's ViT "
+                                  "(Hugging Face DeiT and timm's distilled DeiT add a second prefix token)")
     if "patch_embed.proj.weight" in keys:
         return "timm", ""
     for k in sorted(keys):
@@ -201,7 +217,41 @@ def _square(n: int) -> Optional[int]:
     return g if g > 0 and g * g == n else None
 
 
-def to_canonical(flat: Mapping[str, np.ndarray], family: str, prefix: str, num_heads_fn) -> Tuple[Flat, dict]:
+def _position_layout(pos_key: str, n_pos: int, d: int, slots: List[int], grid_fn, ph: int, pw: int):
+    """``(slot, (gh, gw))``: how many leading position slots precede a ``gh x gw`` grid.
+
+    The grid's shape comes, in order, from what ``grid_fn(ph, pw)`` says is known (a
+    ``config.json``: it must fit), a square grid, or the first hint of ``grid_fn`` (the
+    trained input size, the size asked for) whose patch count fits. A token count that none
+    of these explains is refused in one line saying how to supply the shape.
+    """
+    known, hints = grid_fn(ph, pw) if grid_fn is not None else (None, [])
+    if known is not None:
+        (gh, gw), origin = known
+        slot = n_pos - gh * gw
+        if slot not in slots:
+            raise CheckpointError(f"{origin} gives a {gh}x{gw} patch grid, but key {pos_key!r} has {n_pos} positions "
+                                  f"(expected {' or '.join(str(s + gh * gw) for s in sorted(set(slots)))})")
+        return slot, (gh, gw)
+    for s in slots:
+        if n_pos > s and (g := _square(n_pos - s)):
+            return s, (g, g)
+    for gh, gw in hints:
+        if n_pos - gh * gw in slots:
+            return n_pos - gh * gw, (gh, gw)
+    n = n_pos - (1 if 1 in slots else slots[0])  # the patch positions after a class slot, the usual layout
+    if n < 1:
+        raise CheckpointError(f"key {pos_key!r} has shape (1, {n_pos}, {d}): no patch positions")
+    pairs = [(a, n // a) for a in range(2, int(np.sqrt(n)) + 1) if n % a == 0][-2:]
+    example = " or ".join(f"({a * ph}, {b * pw})" for a, b in pairs) if pairs else f"({ph}, {n * pw})"
+    raise CheckpointError(f"key {pos_key!r} has shape (1, {n_pos}, {d}): its {n} patch positions are not a square "
+                          f"grid and nothing says their shape; pass image_size=(height, width) of the size it was "
+                          f"trained at (a grid of {n} patches of {ph}x{pw} px, e.g. {example}), or keep the "
+                          "config.json it was saved with beside the file")
+
+
+def to_canonical(flat: Mapping[str, np.ndarray], family: str, prefix: str, num_heads_fn,
+                 grid_fn=None) -> Tuple[Flat, dict]:
     """Renames and re-lays out a timm or Hugging Face state dict (see the module docstring).
 
     Args:
@@ -209,14 +259,24 @@ def to_canonical(flat: Mapping[str, np.ndarray], family: str, prefix: str, num_h
       family: ``"timm"`` or ``"huggingface"`` (from :func:`detect`).
       prefix: the Hugging Face prefix (``""``, ``"vit."``, ``"dinov2."``).
       num_heads_fn: ``num_heads_fn(D, L) -> H``; the files do not store the head count.
+      grid_fn: ``grid_fn(ph, pw) -> (known, hints)``: ``known`` is ``((gh, gw), origin)`` when a
+        file says the shape of the position grid (``origin`` names it for messages), else
+        None; ``hints`` grids to try, in order, when the position count is not a square (see
+        :func:`_position_layout`). None: square grids only.
 
     Returns:
       ``(canonical flat tree, facts)`` with facts ``hidden``, ``layers``, ``heads``,
-      ``registers``, ``layer_scale``, ``hf_kind`` (``"vit"``/``"dinov2"``, HF only).
+      ``registers``, ``layer_scale``, ``grid`` (the file's own ``(gh, gw)``), ``hf_kind``
+      (``"vit"``/``"dinov2"``, HF only).
 
     Raises:
-      CheckpointError: one line naming the key and both shapes, or the unsupported feature.
+      CheckpointError: one line naming the key and both shapes, or the unsupported feature;
+        a tensor with a zero-sized dimension (other than zero register tokens).
     """
+    for key, arr in flat.items():
+        if 0 in np.shape(arr) and not key.endswith(("reg_token", "register_tokens")):
+            raise CheckpointError(f"key {key!r} has shape {_fmt(np.shape(arr))}, with a zero-sized dimension; "
+                                  "not a usable weight")
     glob, blocks = _assign(flat, family, prefix)
     tk = (lambda s: s) if family == "timm" else (lambda s: prefix + s)
     patch_key = "patch_embed.proj.weight" if family == "timm" else tk("embeddings.patch_embeddings.projection.weight")
@@ -273,9 +333,8 @@ def to_canonical(flat: Mapping[str, np.ndarray], family: str, prefix: str, num_h
         raise CheckpointError(f"key {pos_key!r} has shape {_fmt(pos.shape)}, expected (1, N, {d})")
     n_pos = int(pos.shape[1])
     slots = [0] if not has_cls else ([1 + registers, 1, 0] if family == "timm" else [1])
-    slot = next((s for s in slots if n_pos > s and _square(n_pos - s)), None)
-    if slot is None:
-        raise CheckpointError(f"key {pos_key!r} has shape {_fmt(pos.shape)}: expected (1, {slots[0]} + g*g, {d})")
+    slots = list(dict.fromkeys(slots))
+    slot, grid_shape = _position_layout(pos_key, n_pos, d, slots, grid_fn, ph, pw)
     grid = pos[:, slot:]
     if slot > 1:
         reg = reg + pos[:, 1:slot]  # timm gives registers a position: fold it into the tokens
@@ -352,7 +411,7 @@ def to_canonical(flat: Mapping[str, np.ndarray], family: str, prefix: str, num_h
     facts = {
         "hidden": d, "layers": n_layers, "heads": heads, "registers": registers,
         "register_key": "reg" in glob, "layer_scale": bool(ls_blocks),
-        "patch": (ph, pw), "grid_tokens": out[POSEMB].shape[1] - int(has_cls),
+        "patch": (ph, pw), "grid_tokens": out[POSEMB].shape[1] - int(has_cls), "grid": grid_shape,
     }
     if hf_kind:
         facts["hf_kind"] = hf_kind

