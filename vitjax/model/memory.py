@@ -29,6 +29,7 @@ the measured peak RSS in ``benchmarks/memory.py``.
 from __future__ import annotations
 
 import math
+import operator
 import os
 from typing import Optional
 
@@ -204,12 +205,18 @@ def plan_batch_size(config: ViTConfig, requested: int, *, workload: str, budget:
       int, a multiple of ``multiple``, at least ``multiple``.
 
     Raises:
+      ValueError: ``requested`` is not a positive integer.
       MemoryBudgetError: not even one batch of ``multiple`` images fits; one line naming the image
         size, the estimate and the budget, and what to change.
     """
+    try:
+        top = operator.index(requested)
+    except TypeError:
+        top = 0
+    if isinstance(requested, bool) or top < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {requested!r}")
     budget = default_budget() if budget is None else int(budget)
     multiple = max(1, int(multiple))
-    top = max(1, int(requested))
     if num_images is not None:
         top = min(top, max(1, int(num_images)))
     top = -(-top // multiple) * multiple
