@@ -16,12 +16,15 @@ from vitjax.data.datasets import (
     annotation_mask,
     box_mask,
     caltech101,
+    check_annotation,
     class_folders,
     dataset_records,
+    gather_images,
     image_files,
     load_annotation,
     sample_records,
 )
+from vitjax.errors import VitjaxWarning
 
 # class folder -> number of images (image_0001.jpg ...)
 CLASSES = {
@@ -477,3 +480,189 @@ def test_class_folders_and_dataset_records(tmp_path, caltech):
         class_folders(tmp_path / "empty")
     with pytest.raises(DatasetError, match="not a folder"):
         dataset_records(tmp_path / "nope")
+
+
+# --------------------------------------------------------------------------- folder walks that end (#17)
+
+
+def _within(seconds, fn, *args, **kwargs):
+    """``fn(*args)`` in a daemon thread; fails (instead of hanging the suite) if it has not returned in time."""
+    import threading
+
+    box = {}
+
+    def target():
+        try:
+            box["value"] = fn(*args, **kwargs)
+        except BaseException as e:  # noqa: BLE001 -- handed to the test
+            box["error"] = e
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), f"{fn.__name__} did not return within {seconds} s (a looping walk or a FIFO)"
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+@pytest.fixture
+def tangled(tmp_path) -> Path:
+    """Class folders with every kind of entry a walk must not follow twice or open: self links, a link to
+    the root and to a sibling class, a second name of a photo, a FIFO named like a photo, a dangling link."""
+    import os
+
+    root = tmp_path / "tangled"
+    _jpeg(root / "ant" / "a1.jpg")
+    _jpeg(root / "ant" / "sub" / "a2.jpg")
+    _jpeg(root / "bee" / "b1.jpg")
+    os.symlink(".", root / "ant" / "l1")  # l1 -> .  and  l2 -> .: an exponential walk before
+    os.symlink(".", root / "ant" / "l2")
+    os.symlink("../bee", root / "ant" / "to_bee")  # bee's photos are bee's, not ant's too
+    os.symlink("a1.jpg", root / "ant" / "again.jpg")  # a second name: listed once
+    os.mkfifo(root / "ant" / "pipe.jpg")  # opening it would block forever
+    os.symlink("nowhere.jpg", root / "ant" / "dangling.jpg")
+    os.symlink(".", root / "self")  # the root again: no class, no index
+    outside = tmp_path / "elsewhere"
+    _jpeg(outside / "w1.jpg")
+    os.symlink(outside, root / "wasp")  # a class kept elsewhere: a class like any other
+    return root
+
+
+def _reasons(listing, root):
+    return {Path(p).relative_to(root).as_posix(): why.split(" (")[0] for p, why in listing.skipped}
+
+
+SKIPPED = {
+    "ant/l1": "a link to a folder already listed",
+    "ant/l2": "a link to a folder already listed",
+    "ant/to_bee": "a link to a folder already listed",
+    "ant/again.jpg": "the same file as " + "{root}/ant/a1.jpg",
+    "ant/pipe.jpg": "not a regular file",
+    "ant/dangling.jpg": "a link that cannot be followed",
+}
+
+
+def _expected_skips(root, *, top=True):
+    out = {k: v.format(root=root) for k, v in SKIPPED.items()}
+    if top:
+        out["self"] = "a link to a folder already listed"
+    return out
+
+
+def test_class_folders_visit_each_real_folder_once_and_read_only_regular_files(tangled):
+    records = _within(60, class_folders, tangled)
+    assert [(r.path.relative_to(tangled).as_posix(), r.label, r.class_name) for r in records] == [
+        ("ant/a1.jpg", 0, "ant"),
+        ("ant/sub/a2.jpg", 0, "ant"),
+        ("bee/b1.jpg", 1, "bee"),
+        ("wasp/w1.jpg", 2, "wasp"),
+    ]
+    assert _reasons(records, tangled) == _expected_skips(tangled)
+    assert dict(records.skipped)[tangled / "ant" / "pipe.jpg"] == "not a regular file (a FIFO)"
+    assert _within(60, dataset_records, tangled) == records
+
+
+def test_image_files_walks_each_folder_once_and_refuses_a_fifo_by_name(tangled):
+    found = _within(60, image_files, [tangled])
+    assert [p.relative_to(tangled).as_posix() for p in found] == ["ant/a1.jpg", "ant/sub/a2.jpg", "bee/b1.jpg",
+                                                                  "wasp/w1.jpg"]
+    assert _reasons(found, tangled) == _expected_skips(tangled)
+    with pytest.raises(DatasetError) as e:
+        _within(60, image_files, [tangled / "ant" / "pipe.jpg"])
+    _one_line(e, tangled / "ant" / "pipe.jpg", "not a regular file (a FIFO)")
+    found = _within(60, image_files, [str(tangled / "ant" / "*.jpg")])  # a pattern matching the FIFO too
+    assert [p.name for p in found] == ["a1.jpg"]  # again.jpg: the same file, dropped as documented
+    assert _reasons(found, tangled) == {"ant/pipe.jpg": "not a regular file",
+                                        "ant/dangling.jpg": "a link that cannot be followed"}
+
+
+def test_a_real_name_wins_over_a_link_whatever_the_order(tmp_path):
+    import os
+
+    root = tmp_path / "cls"
+    _jpeg(root / "x" / "photo.jpg")
+    os.symlink("x", root / "a_link")  # sorts before its target
+    os.symlink("x/photo.jpg", root / "a_photo.jpg")
+    found = image_files([root])
+    assert found == [root / "x" / "photo.jpg"]
+    assert _reasons(found, root) == {"a_link": "a link to a folder already listed",
+                                     "a_photo.jpg": f"the same file as {root / 'x' / 'photo.jpg'}"}
+
+
+def test_caltech101_skips_links_and_fifos_without_shifting_labels(caltech):
+    import os
+
+    cats = caltech / "101_ObjectCategories"
+    os.symlink(".", cats / "aaa_self")  # sorts among the classes; before, it took index 4 and shifted the rest
+    os.symlink("Faces", cats / "Faces_link")
+    os.mkfifo(cats / "ant" / "image_0009.jpg")
+    os.symlink("image_0001.jpg", cats / "ant" / "image_0010.jpg")
+    records = _within(60, caltech101, caltech)
+    assert {r.class_name: r.label for r in records} == {"Faces": 0, "Faces_easy": 1, "Leopards": 2, "Motorbikes": 3,
+                                                        "airplanes": 4, "ant": 5}
+    assert [r.path.name for r in records if r.class_name == "ant"] == [f"image_{i:04d}.jpg" for i in range(1, 5)]
+    assert _reasons(records, caltech) == {
+        "101_ObjectCategories/aaa_self": "a link to a folder already listed",
+        "101_ObjectCategories/Faces_link": "a link to a folder already listed",
+        "101_ObjectCategories/ant/image_0009.jpg": "not a regular file",
+        "101_ObjectCategories/ant/image_0010.jpg": f"the same file as {cats / 'ant' / 'image_0001.jpg'}",
+    }
+
+
+def test_gather_images_says_what_it_skipped(tangled):
+    with pytest.warns(VitjaxWarning) as caught:
+        items = _within(60, gather_images, [tangled])
+    assert [i.display for i in items] == ["ant/a1.jpg", "ant/sub/a2.jpg", "bee/b1.jpg", "wasp/w1.jpg"]
+    (message,) = [str(w.message) for w in caught]
+    assert "\n" not in message and message.startswith("skipped 7 entries: ") and "and 4 more" in message
+    assert len(items.skipped) == 7
+
+
+def test_an_annotation_that_is_a_fifo_is_refused_without_opening_it(tmp_path):
+    import os
+
+    fifo = tmp_path / "annotation_0001.mat"
+    os.mkfifo(fifo)
+    with pytest.raises(DatasetError) as e:
+        _within(60, load_annotation, fifo)
+    _one_line(e, fifo, "not a regular file (a FIFO)")
+
+
+# --------------------------------------------------------------------------- annotations that describe nothing (#17)
+
+
+@pytest.mark.parametrize("box, contour, needle", [
+    ([100, 130, 200, 250], [[110, 120, 115], [210, 210, 240]], "lies entirely outside the 60 x 40 image"),
+    ([-50, -10, 5, 30], [[10, 20, 15], [-40, -40, -20]], "lies entirely outside"),
+    ([30, 5, 8, 40], [[10, 20, 15], [10, 10, 20]], "box_coord is inverted"),
+    ([5, 30, 40, 8], [[10, 20, 15], [10, 10, 20]], "box_coord is inverted"),
+    ([5, 1e20, 8, 40], [[10, 20, 15], [10, 10, 20]], "reaches far outside"),
+    ([5, 30, 8, 40], [[10, 1e20, 15], [10, 10, 20]], "obj_contour reaches (x, y) = (1e+20, 10)"),
+    ([5, 30, 8, 40], [[10, 20, 15], [10, -1e6, 20]], "far outside the 60 x 40 image"),
+    ([5, 30, 8, 40], [[10, 20, 30], [10, 10, 10]], "encloses no area"),
+    ([5, 30, 8, 40], [[-30, -20, -25], [10, 10, 20]], "far outside"),
+    ([5, 30, 8, 40], [[-5, -2, -4], [10, 10, 20]], "covers no pixel"),
+    ([5, 30, 8, 40], np.array([[True, False, True], [False, True, True]]), "holds bool values"),
+    ([5, 30, 8, 40], [[10, np.nan, 15], [10, 10, 20]], "finite"),
+    ([5, 30, 8, 40], np.zeros((2, 0)), "K >= 3"),
+])
+def test_check_annotation_refuses_what_describes_no_object(box, contour, needle):
+    with pytest.raises(DatasetError) as e:  # contours given as 2 x K rows x, y, as in the file
+        check_annotation(box, np.asarray(contour).T, (40, 60))
+    _one_line(e, needle)
+
+
+def test_check_annotation_accepts_small_overshoots():
+    """Hand-drawn outlines and 1-based boxes overshoot the photo by a pixel or two: clipped, not refused."""
+    check_annotation([0, 40, 0, 60], [[-1.5, -1], [60.5, -1], [60, 40.5], [0, 40]], (40, 60))
+    check_annotation([5, 30, 8, 40], [[8, 5], [38, 5], [38, 25]], (40, 60))
+
+
+def test_a_logical_matlab_contour_reads_back_as_bool_and_is_refused(tmp_path):
+    path = tmp_path / "annotation_0001.mat"
+    savemat(path, {"box_coord": np.array([[5, 30, 10, 50]], np.uint16),
+                   "obj_contour": np.array([[True, False, True], [False, True, True]])})
+    with pytest.raises(DatasetError) as e:
+        load_annotation(path)
+    _one_line(e, path, "obj_contour holds true/false values")

@@ -108,7 +108,7 @@ def test_one_row_per_image_corrupt_reported(reference, dataset):
     assert "cannot read image" in bad[0]["reason"] and bad[0]["height"] == ""
     summary = json.loads((reference / "summary.json").read_text())
     assert summary["images"] == {"total": TOTAL, "evaluated": TOTAL - FAILED, "failed": FAILED,
-                                 "annotated": ANNOTATED}
+                                 "annotated": ANNOTATED, "invalid_annotations": 1}  # Faces_easy: no obj_contour
     assert [f["image"] for f in summary["failures"]] == [CORRUPT]
     assert [p["image"] for p in summary["annotation_problems"]] == [BROKEN_ANNOTATION]
     assert "obj_contour" in summary["annotation_problems"][0]["note"]
@@ -324,7 +324,7 @@ def raw_outputs(ckpt, data, out) -> dict:
     params = replicate(params, mesh)
 
     def step(batch):
-        maps, mad = program(params, shard_batch(batch.images, mesh))
+        maps, mad, _ = program(params, shard_batch(batch.images, mesh))
         assert len(maps.sharding.device_set) == len(jax.local_devices())
         return [{"maps": np.asarray(maps)[r].ravel().tolist(), "mad": np.asarray(mad)[r].ravel().tolist()}
                 for r in batch.rows]
@@ -418,3 +418,229 @@ def test_mask_turns_like_pillow_turns_the_photo(orientation):
     image.info["exif"] = exif.tobytes()
     shown = np.asarray(ImageOps.exif_transpose(image))
     np.testing.assert_array_equal(ev._orient(a, orientation), shown)
+
+
+# --------------------------------------------------------------------------- runs that never trust the disk (#17)
+
+
+INTERRUPTER = textwrap.dedent(
+    """
+    import os, signal, sys
+    from vitjax.cli import evaluate as cli_evaluate
+    from vitjax.evaluation import runner
+
+    real_write = runner.write_atomic
+
+    def write(path, data, **kw):
+        out = real_write(path, data, **kw)
+        if "shards" in str(path):
+            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C as soon as the first shard is on disk
+        return out
+
+    runner.write_atomic = write
+    sys.exit(cli_evaluate.main(sys.argv[1:]))
+    """
+)
+
+
+def test_ctrl_c_says_what_is_kept_and_the_same_command_resumes(reference, ckpt, dataset, tmp_path, capsys):
+    """SIGINT after the first shard: one line (what is kept, how to resume), exit 130, no traceback."""
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-c", INTERRUPTER, *args(ckpt, dataset, out)], env=env(),
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 130, proc.stderr
+    assert "Traceback" not in proc.stderr and "KeyboardInterrupt" not in proc.stderr, proc.stderr
+    assert proc.stderr.splitlines()[-1] == (f"interrupted: {BATCH} images finished, kept in {out / 'shards'}; "
+                                            "run the same command to resume")
+    assert len(list((out / "shards").glob("p*.json"))) == 1 and not (out / "images.csv").exists()
+    assert cli_evaluate.main(args(ckpt, dataset, out)) == 0
+    assert capsys.readouterr().out.startswith(f"{TOTAL - BATCH} new, {BATCH} already done ({TOTAL} in all, ")
+    for name in FINAL:
+        assert (out / name).read_bytes() == (reference / name).read_bytes(), name
+
+
+def test_ctrl_c_before_any_shard_in_process(ckpt, dataset, tmp_path, monkeypatch, capsys):
+    def interrupt(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ev, "load_target", interrupt)  # raised in a loader thread, passed on by the batcher
+    assert cli_evaluate.main(args(ckpt, dataset, tmp_path / "out")) == 130
+    assert capsys.readouterr().err == ("interrupted before any image was finished; run the same command to start "
+                                       "again\n")
+
+
+def test_a_failed_first_run_leaves_a_folder_the_corrected_run_takes_over(reference, ckpt, dataset, tmp_path,
+                                                                          monkeypatch, capsys):
+    """run.json and an empty shards/ (a crash in the first batch) hold no results: another setting may use them."""
+    out = tmp_path / "out"
+
+    def crash(*a, **k):
+        raise RuntimeError("simulated crash in the first batch")
+
+    with monkeypatch.context() as m:
+        m.setattr(ev, "load_target", crash)
+        with pytest.raises(RuntimeError, match="simulated crash"):
+            cli_evaluate.main(args(ckpt, dataset, out, "--scale", "2"))
+    assert json.loads((out / "run.json").read_text())["scale"] == 2 and not list((out / "shards").iterdir())
+    capsys.readouterr()
+    assert cli_evaluate.main(args(ckpt, dataset, out)) == 0
+    captured = capsys.readouterr()
+    assert f"note: {out}: held other settings (scale: 2 there, 4 here) but no finished results; this run takes it " \
+           "over\n" in captured.err
+    assert captured.out.startswith(f"{TOTAL} new, 0 already done")
+    assert json.loads((out / "run.json").read_text())["scale"] == 4
+    for name in FINAL:
+        assert (out / name).read_bytes() == (reference / name).read_bytes(), name
+
+
+def test_other_settings_are_refused_naming_each_with_both_values(reference, ckpt, dataset, capsys):
+    """A folder with results keeps them: a rerun with other settings (a subset included) is refused in one line."""
+    before = snapshot(reference)
+    argv = args(ckpt, dataset, reference, "--scale", "2", "--image-size", "32x32", "--per-class", "1")
+    assert cli_evaluate.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"error: {reference / 'run.json'}: {reference} holds results of "
+                                                   "other settings (")
+    for part in ("image_size: [32, 48] there, [32, 32] here", "scale: 4 there, 2 here",
+                 "selection.per_class: null there, 1 here", "selection.seed: null there, 0 here"):
+        assert part in err, (part, err)
+    assert "checkpoint" not in err and "options" not in err  # only what differs
+    assert snapshot(reference) == before  # summary.json and images.csv still cover the run's own images
+
+
+def _rewrite(path: Path, edit) -> None:
+    data = json.loads(path.read_text())
+    edit(data)
+    path.write_text(json.dumps(data))
+
+
+def test_damaged_shards_are_set_aside_and_recomputed(reference, ckpt, dataset, tmp_path, capsys):
+    """Valid JSON that is not what was written (no 'image', wrong types, cut): recomputed and said so.
+
+    Before: ``KeyError: 'image'`` or ``TypeError`` on the rerun.
+    """
+    import shutil
+
+    out = tmp_path / "out"
+    shutil.copytree(reference, out)
+    shards = sorted((out / "shards").glob("p*.json"))
+    assert len(shards) == 3
+
+    def no_image(d):  # the checksum made to match: only the schema check can refuse it
+        del d["rows"][0]["image"]
+        d["sha256"] = runner.shard_sha256(d["rows"], d["failed"])
+
+    _rewrite(shards[0], no_image)
+    _rewrite(shards[1], lambda d: d["rows"][0].update(label="three"))  # checksum no longer matches
+    shards[2].write_bytes(shards[2].read_bytes()[:60])
+    assert cli_evaluate.main(args(ckpt, dataset, out)) == 0
+    captured = capsys.readouterr()
+    assert captured.out.startswith(f"{TOTAL} new, 0 already done ({TOTAL} in all, {FAILED} failed)")
+    warning = [line for line in captured.err.splitlines() if line.startswith("warning: ")]
+    assert len(warning) == 1 and "damaged shard" in warning[0] and "(and 2 more)" in warning[0], captured.err
+    assert "computed again" in warning[0]
+    assert sorted(p.name for p in (out / "shards").glob("damaged-*")) == [f"damaged-{p.name}" for p in shards]
+    for name in FINAL:
+        assert (out / name).read_bytes() == (reference / name).read_bytes(), name
+    assert cli_evaluate.main(args(ckpt, dataset, out)) == 0  # set aside: said once, not on every rerun
+    captured = capsys.readouterr()
+    assert captured.out.startswith(f"0 new, {TOTAL} already done") and "warning" not in captured.err
+
+
+def test_a_photo_replaced_under_the_same_name_is_recomputed(ckpt, dataset, tmp_path, capsys):
+    import shutil
+
+    from vitjax.io import file_sha256
+
+    data, out = tmp_path / "data", tmp_path / "out"
+    shutil.copytree(dataset, data)
+    assert cli_evaluate.main(args(ckpt, data, out)) == 0
+    name = "101_ObjectCategories/ant/image_0001.jpg"
+    before = {r["image"]: r for r in read_csv(out / "images.csv")}
+    assert before[name]["sha256"] == file_sha256(data / name) and int(before[name]["bytes"]) > 0
+    _photo(data / name, (64, 44), "RGB", 999)  # another photo, same name
+    capsys.readouterr()
+    assert cli_evaluate.main(args(ckpt, data, out)) == 0
+    captured = capsys.readouterr()
+    assert captured.out.startswith(f"1 new, {TOTAL - 1} already done")
+    assert f"warning: {name}: changed since its row was computed" in captured.err
+    after = {r["image"]: r for r in read_csv(out / "images.csv")}
+    assert after[name]["sha256"] == file_sha256(data / name) and after[name]["width"] == "64"
+    assert all(after[k] == before[k] for k in before if k != name)
+
+
+def _annotated_tree(root: Path, annotations) -> Path:
+    """A Caltech101 tree of one class, ``ant``, one 60 x 40 photo per annotation."""
+    for i, content in enumerate(annotations, start=1):
+        _photo(root / "101_ObjectCategories" / "ant" / f"image_{i:04d}.jpg", (60, 40), "RGB", 200 + i)
+        target = root / "Annotations" / "ant" / f"annotation_{i:04d}.mat"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        savemat(target, content)
+    return root
+
+
+def _ann(box, contour):
+    return {"box_coord": np.asarray([box], np.float64), "obj_contour": np.asarray(contour)}
+
+
+GOOD_CONTOUR = [[0.0, 30.0, 30.0, 0.0], [0.0, 0.0, 20.0, 20.0]]  # relative x; y: a 30 x 20 rectangle
+BROKEN = {  # what each broken annotation is refused for
+    "box entirely outside": (_ann([100, 130, 200, 250], GOOD_CONTOUR), "lies entirely outside the 60 x 40 image"),
+    "inverted box": (_ann([30, 5, 8, 40], GOOD_CONTOUR), "box_coord is inverted"),
+    "huge contour": (_ann([5, 30, 8, 40], [[0.0, 1e20, 30.0], [0.0, 0.0, 20.0]]), "far outside the 60 x 40 image"),
+    "bool contour": (_ann([5, 30, 8, 40], np.array([[True, False, True], [False, True, True]])), "true/false"),
+    "nan contour": (_ann([5, 30, 8, 40], [[0.0, np.nan, 30.0], [0.0, 0.0, 20.0]]), "non-finite"),
+    "empty contour": (_ann([5, 30, 8, 40], np.zeros((2, 0))), "expected 2xK"),
+    "flat contour": (_ann([5, 30, 8, 40], [[0.0, 10.0, 20.0], [0.0, 10.0, 20.0]]), "encloses no area"),
+}
+
+
+def test_broken_annotations_are_counted_as_invalid_and_never_scored(ckpt, tmp_path, capsys):
+    """Each broken annotation: annotated 0, its reason recorded, out of every mean, counted in the summary.
+
+    Before: the box outside the photo, the inverted box, the 1e20 and the bool contours were scored (box mass 0.0).
+    """
+    root = _annotated_tree(tmp_path / "caltech", [_ann([5, 30, 8, 40], GOOD_CONTOUR)]
+                           + [content for content, _ in BROKEN.values()])
+    out = tmp_path / "out"
+    assert cli_evaluate.main(args(ckpt, root, out)) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["images"]["annotated"] == 1 and summary["images"]["invalid_annotations"] == len(BROKEN)
+    assert summary["overall"]["invalid_annotations"] == len(BROKEN)
+    assert summary["per_class"]["ant"]["invalid_annotations"] == len(BROKEN)
+    problems = {p["image"]: p["note"] for p in summary["annotation_problems"]}
+    for i, (case, (_, reason)) in enumerate(BROKEN.items(), start=2):
+        note = problems[f"101_ObjectCategories/ant/image_{i:04d}.jpg"]
+        assert reason in note and f"annotation_{i:04d}.mat" in note, (case, note)
+    rows = read_csv(out / "images.csv")
+    assert [r["annotated"] for r in rows] == ["1"] + ["0"] * len(BROKEN)
+    assert all(r[c] == "" for r in rows[1:] for c in r if c.endswith(("_pointing", "_iou", "_auc", "_boxmass")))
+    for metric in ("pointing", "iou", "auc", "boxmass"):  # the means are the one valid image's values
+        assert summary["overall"]["maps"]["joint"][metric] == float(rows[0][f"joint_{metric}"])
+
+
+def test_self_links_and_a_fifo_in_a_class_folder_neither_hang_nor_count_twice(ckpt, dataset, tmp_path):
+    """``l1 -> .``, ``l2 -> .`` and a FIFO named pipe.jpg: each photo once, the skipped entries said and recorded."""
+    data, out = tmp_path / "data", tmp_path / "out"
+    for name in ("Faces", "ant"):
+        for p in sorted((dataset / "101_ObjectCategories" / name).glob("*.jpg")):
+            (data / name).mkdir(parents=True, exist_ok=True)
+            (data / name / p.name).write_bytes(p.read_bytes())
+    os.symlink(".", data / "Faces" / "l1")
+    os.symlink(".", data / "Faces" / "l2")
+    os.mkfifo(data / "ant" / "pipe.jpg")
+    proc = subprocess.run([sys.executable, "-m", "vitjax.cli.evaluate", *args(ckpt, data, out)], env=env(),
+                          capture_output=True, text=True, timeout=300)  # before: the walk never ended
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("4 new, 0 already done (4 in all, 1 failed)")
+    notes = [line for line in proc.stderr.splitlines() if line.startswith(f"note: {data}: skipped")]
+    assert notes == [f"note: {data}: skipped 3 entries: Faces/l1: a link to a folder already listed "
+                     f"({data / 'Faces'}); Faces/l2: a link to a folder already listed ({data / 'Faces'}); "
+                     "ant/pipe.jpg: not a regular file (a FIFO)"], proc.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["skipped"] == [{"path": "Faces/l1", "reason": f"a link to a folder already listed "
+                                   f"({data / 'Faces'})"},
+                                  {"path": "Faces/l2", "reason": f"a link to a folder already listed "
+                                   f"({data / 'Faces'})"},
+                                  {"path": "ant/pipe.jpg", "reason": "not a regular file (a FIFO)"}]
+    assert summary["per_class"]["Faces"]["images"] == 2  # not 2 x 41

@@ -295,3 +295,29 @@ def test_plot_axis_is_accuracy_in_percent():
         low, high = ax.get_ylim()
         assert low <= 0 and high >= 100 and high - low <= 110
     assert "warning: data has 3 class folders" in fig.get_supxlabel()
+
+
+def test_ctrl_c_says_what_is_kept_and_resumes(make_checkpoint, class_folder, tmp_path, monkeypatch, capsys):
+    """Ctrl-C after the first shard: one line (images kept, the same command resumes), exit 130, no traceback."""
+    from vitjax.evaluation import runner
+
+    ckpt = make_checkpoint("testing", image_size=32, num_classes=2)
+    out = tmp_path / "out"
+    argv = _cli(ckpt, class_folder, out, "--labels", "predicted", "--batch-size", "2")
+    real_write = runner.write_atomic
+
+    def write(path, data, **kw):
+        result = real_write(path, data, **kw)
+        if "shards" in str(path):
+            raise KeyboardInterrupt  # as a SIGINT arriving right after the first shard is on disk
+        return result
+
+    monkeypatch.setattr(runner, "write_atomic", write)
+    assert main(argv) == 130
+    captured = capsys.readouterr()
+    assert captured.err.splitlines()[-1] == (f"interrupted: 2 images finished, kept in {out / 'shards'}; run the "
+                                             "same command to resume")
+    assert "Traceback" not in captured.err and not (out / "perturbation.json").exists()
+    monkeypatch.undo()
+    assert main(argv) == 0
+    assert "4 images (1 failed)" in capsys.readouterr().out

@@ -12,13 +12,15 @@ import contextlib
 import re
 import sys
 import warnings
-from typing import Iterator
+from typing import Iterator, Optional
 
 from vitjax.attribution.diagnostics import SINK_SHARE
 from vitjax.attribution.options import HEAD_FUSIONS, RolloutOptions
 from vitjax.errors import VitjaxWarning, one_line
+from vitjax.model import memory
 
-__all__ = ["OneLineParser", "UsageError", "add_rollout_arguments", "checked", "image_size_arg", "nonneg_int", "number",
+__all__ = ["OneLineParser", "UsageError", "add_memory_arguments", "add_rollout_arguments", "checked",
+           "is_out_of_memory", "memory_size", "out_of_memory_line", "image_size_arg", "nonneg_int", "number",
            "positive_int", "rollout_options", "terminal_warnings", "unit"]
 
 
@@ -79,6 +81,42 @@ def add_rollout_arguments(group) -> None:
                             "%(default)s)")
     group.add_argument("--no-residual", action="store_true",
                        help="do not add the identity for the residual connections (plain product of attentions)")
+
+
+def memory_size(text: str) -> int:
+    """The ``--memory-budget`` type: ``"12G"``, ``"512M"``... -> bytes (:func:`vitjax.model.memory.parse_bytes`)."""
+    try:
+        return memory.parse_bytes(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def add_memory_arguments(group, *, batch_size: int, what: str = "images per forward pass", batch_type=None) -> None:
+    """``--batch-size`` (an upper bound) and ``--memory-budget``, documented once for every command.
+
+    ``batch_type`` is the argparse type of ``--batch-size`` (default :data:`positive_int`; ``int`` for a
+    command that checks the value itself and reports it as one of its own errors)."""
+    group.add_argument("--batch-size", metavar="B", type=batch_type or positive_int, default=batch_size,
+                       help=f"{what}, at most (default: {batch_size}); smaller when the memory budget asks for it, "
+                            "and never more than the images there are")
+    group.add_argument("--memory-budget", metavar="SIZE", type=memory_size, default=None,
+                       help="memory the run may use, e.g. 12G or 800M (default: half of the memory available "
+                            "now: the host's, or the accelerator's own); batches are sized from an estimate of "
+                            "peak memory, and a run that cannot fit even one image is refused before it starts")
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """An allocation failure of XLA (``RESOURCE_EXHAUSTED``) or Python's ``MemoryError``."""
+    return isinstance(error, MemoryError) or "RESOURCE_EXHAUSTED" in str(error) or "Out of memory" in str(error)
+
+
+def out_of_memory_line(batch_size: int, image_size, budget: Optional[int]) -> str:
+    """What to say when an allocation failed although the estimate fitted: which batch and size, what to pass."""
+    h, w = image_size
+    smaller = max(1, batch_size // 2)
+    spent = f" within the memory budget {memory.format_bytes(budget)}" if budget else ""
+    return (f"out of memory at batch size {batch_size}, image size {h}x{w}{spent}; pass --batch-size {smaller} "
+            "or a smaller --memory-budget (other programs may be using the memory)")
 
 
 class UsageError(ValueError):

@@ -13,8 +13,9 @@ from typing import Any, Dict, Optional, Sequence
 
 from vitjax.attribution.options import RolloutOptions
 from vitjax.checkpoints.load import load_checkpoint
-from vitjax.cli.common import OneLineParser
-from vitjax.data.datasets import dataset_records, positive_int, sample_records
+from vitjax.cli.common import OneLineParser, add_memory_arguments, is_out_of_memory, terminal_warnings
+from vitjax.cli.evaluate import interrupted
+from vitjax.data.datasets import dataset_records, positive_int, sample_records, skipped_note
 from vitjax.errors import one_line
 from vitjax.evaluation import perturbation
 
@@ -24,8 +25,16 @@ __all__ = ["main"]
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """``vitjax-perturbation --ckpt CKPT --data ROOT --out DIR``; prints the AUC table.
 
-    Returns the exit status (0 done, 2 bad arguments or data, one line on stderr).
+    Returns the exit status (0 done, 2 bad arguments or data, one line on stderr; 130 on
+    Ctrl-C, after one line saying how many images are kept and that the same command
+    resumes). Library warnings (a damaged shard recomputed, entries the dataset listing
+    skipped) are printed as one ``warning: ...`` line each.
     """
+    with terminal_warnings():
+        return _main(argv)
+
+
+def _main(argv: Optional[Sequence[str]]) -> int:
     p = OneLineParser(prog="vitjax-perturbation", description=perturbation.__doc__.splitlines()[0])
     p.add_argument("--ckpt", required=True, help="checkpoint file (.npz, .safetensors) or name")
     p.add_argument("--data", required=True, metavar="ROOT", help="folder of class folders (ImageNet val/<wnid>/)")
@@ -38,7 +47,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--explain", default="predicted", choices=("predicted", "label"), help="class the maps explain")
     p.add_argument("--rollout-start-layer", type=int, default=1, help="rollout's start layer (Chefer et al.: 1)")
     p.add_argument("--resize", default="google", choices=("google", "pil"), help="'pil' as torchvision Resize")
-    p.add_argument("--batch-size", type=int, default=16, metavar="B")
+    add_memory_arguments(p, batch_size=16, what="images per batch", batch_type=int)
     p.add_argument("--sample", type=int, default=None, metavar="N", help="a seeded random subset of N images")
     p.add_argument("--workers", type=int, default=None, help="loader threads (default: CPU count)")
     a = p.parse_args(argv)
@@ -52,6 +61,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         model, params = load_checkpoint(a.ckpt)
         notes = (perturbation.label_notes(every, model.config.num_classes, a.data, labels)
                  if model.config.num_classes else [])
+        if getattr(every, "skipped", ()):  # kept with the results too: the data were not all read
+            notes = [*notes, skipped_note(every.skipped, a.data)]
         for text in notes:
             print(f"warning: {text}", file=sys.stderr)
         methods = [m.strip() for m in a.methods.split(",") if m.strip()]
@@ -60,10 +71,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                             methods=methods,
                                explain=a.explain, options=options, notes=notes,
                                batch_size=a.batch_size, resize=a.resize, workers=a.workers, progress=True,
+                               memory_budget=a.memory_budget,
                                settings={"checkpoint": str(a.ckpt), "labels": a.labels, "sample": a.sample})
     except (ValueError, OSError) as e:
         print(f"error: {one_line(e)}", file=sys.stderr)
         return 2
+    except (RuntimeError, MemoryError) as e:
+        if not is_out_of_memory(e):
+            raise
+        print(f"error: out of memory with batches of up to {a.batch_size} images; pass a smaller --batch-size or "
+              "--memory-budget (other programs may be using the memory)", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return interrupted(a.out)
     print(f"{res['images']} images ({len(res['failed'])} failed), clean top-1 {100 * res['clean_accuracy']:.2f} %; "
           "AUC x100 (negative: higher is better; positive: lower is better):")
     for m, orders in res["methods"].items():

@@ -22,6 +22,8 @@ import glob
 import operator
 import os
 import re
+import stat
+import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,11 +31,13 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from vitjax.errors import DatasetError
+from vitjax.errors import DatasetError, VitjaxWarning
 
 __all__ = [
     "DatasetError",
     "ImageRecord",
+    "ImageList",
+    "skipped_note",
     "IMAGE_EXTENSIONS",
     "CALTECH101_ANNOTATION_FOLDERS",
     "CALTECH101_BACKGROUND",
@@ -50,6 +54,9 @@ __all__ = [
     "load_annotation",
     "annotation_mask",
     "box_mask",
+    "check_annotation",
+    "ANNOTATION_SLACK",
+    "ANNOTATION_SLACK_PIXELS",
 ]
 
 PathLike = Union[str, os.PathLike]
@@ -100,14 +107,169 @@ def _is_image(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
 
 
-def _folder_images(folder: Path) -> List[Path]:
-    """Image files under ``folder`` (recursive), hidden files and folders skipped, sorted."""
-    found = []
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        base = Path(dirpath)
-        found.extend(base / f for f in filenames if _is_image(base / f))
-    return sorted(found, key=lambda p: p.relative_to(folder).parts)
+class ImageList(list):
+    """A list of images (paths, :class:`ImageRecord` or :class:`ImageItem`) and what the folder walk left out.
+
+    Attributes:
+      skipped: ``((path, reason), ...)`` sorted by path: entries that look like images or
+        folders of images but were not listed -- a FIFO, socket or device named like an
+        image (``"not a regular file (a FIFO)"``: opening it could block forever), a link
+        to a folder already listed (``l1 -> .``), a second name of a file already listed,
+        a link that cannot be followed, a folder that cannot be read. Hidden entries and
+        files with other suffixes are not "skipped": they are simply not images.
+    """
+
+    skipped: Tuple[Tuple[Path, str], ...] = ()
+
+
+def _image_list(items: Iterable, skipped: Iterable[Tuple[Path, str]]) -> ImageList:
+    out = ImageList(items)
+    out.skipped = tuple(sorted(set(skipped), key=lambda t: (str(t[0]), t[1])))
+    return out
+
+
+def skipped_note(skipped: Sequence[Tuple[Path, str]], root: Optional[PathLike] = None, show: int = 3) -> str:
+    """One line telling what a listing skipped (:attr:`ImageList.skipped`): count, the first ``show``, the rest counted.
+
+    Paths are shown relative to ``root`` when they are inside it. Returns "" when nothing was skipped.
+    """
+    if not skipped:
+        return ""
+    base = None if root is None else os.path.abspath(os.path.expanduser(os.fspath(root)))
+
+    def name(path) -> str:
+        text = os.path.abspath(path)
+        if base is not None and os.path.commonpath([base, text]) == base and text != base:
+            return Path(os.path.relpath(text, base)).as_posix()
+        return os.fspath(path)
+
+    shown = "; ".join(f"{name(p)}: {why}" for p, why in skipped[:show])
+    more = f"; and {len(skipped) - show} more" if len(skipped) > show else ""
+    where = f"{root}: " if root is not None else ""
+    return f"{where}skipped {len(skipped)} entr{'y' if len(skipped) == 1 else 'ies'}: {shown}{more}"
+
+
+def _file_kind(mode: int) -> str:
+    for test, kind in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISDIR, "a folder")):
+        if test(mode):
+            return kind
+    return "not a plain file"
+
+
+class _Walk:
+    """One listing of image files: each real folder visited once, each real file listed once, regular files only.
+
+    Folders are identified by ``(st_dev, st_ino)`` of their target, so ``l1 -> .`` or a
+    link to a sibling class folder is recognised as a folder already listed (no
+    exponential walk, no double counting). Real folders are claimed before any link is
+    followed, and real file names before linked ones, so the names listed do not depend
+    on where a link sorts. Nothing is opened here: ``os.stat`` never blocks on a FIFO.
+    """
+
+    def __init__(self) -> None:
+        self.dirs: Dict[Tuple[int, int], Path] = {}
+        self.files: List[Tuple[bool, int, Tuple[str, ...], Path, Tuple[int, int]]] = []
+        self.links: List[Tuple[int, Path, Path]] = []
+        self.skipped: List[Tuple[Path, str]] = []
+
+    def claim(self, path: Path) -> bool:
+        """Marks the folder ``path`` as listed; False (and a skip) if it was listed already or cannot be read."""
+        try:
+            st = os.stat(path)
+        except OSError as e:
+            self.skipped.append((path, f"a link that cannot be followed ({e.strerror or e})"))
+            return False
+        key = (st.st_dev, st.st_ino)
+        if key in self.dirs:
+            first = self.dirs[key]
+            why = "a link to a folder already listed" if os.path.islink(path) else "the same folder as one listed"
+            self.skipped.append((path, f"{why} ({first})"))
+            return False
+        self.dirs[key] = path
+        return True
+
+    def tree(self, group: int, base: Path, folder: Path, recursive: bool) -> None:
+        """Collects the images under the claimed ``folder`` without following links; links to folders wait."""
+        stack = [folder]
+        while stack:
+            current = stack.pop()
+            try:
+                with os.scandir(current) as it:
+                    entries = sorted(it, key=lambda e: e.name)
+            except OSError as e:
+                self.skipped.append((current, f"cannot list the folder ({e.strerror or e})"))
+                continue
+            for entry in entries:
+                if entry.name.startswith("."):
+                    continue
+                path = Path(entry.path)
+                link = entry.is_symlink()
+                try:
+                    st = os.stat(path)  # follows links; never opens
+                except OSError as e:
+                    if link or _is_image(path):
+                        self.skipped.append((path, f"a link that cannot be followed ({e.strerror or e})" if link
+                                             else f"cannot read its status ({e.strerror or e})"))
+                    continue
+                if stat.S_ISDIR(st.st_mode):
+                    if not recursive:
+                        continue
+                    if link:
+                        self.links.append((group, base, path))
+                    elif self.claim(path):
+                        stack.append(path)
+                elif _is_image(path):
+                    if not stat.S_ISREG(st.st_mode):
+                        self.skipped.append((path, f"not a regular file ({_file_kind(st.st_mode)})"))
+                    else:
+                        rel = path.relative_to(base).parts
+                        self.files.append((link, group, rel, path, (st.st_dev, st.st_ino)))
+
+    def follow(self) -> None:
+        """Walks the links to folders not listed yet (in group and path order), until none is left."""
+        while self.links:
+            pending = sorted(self.links, key=lambda t: (t[0], t[2].relative_to(t[1]).parts))
+            self.links = []
+            for group, base, path in pending:
+                if self.claim(path):
+                    self.tree(group, base, path, True)
+
+    def resolve(self) -> Dict[int, List[Path]]:
+        """``{group: image paths sorted by relative path}``; a file reached twice is listed once (real name first)."""
+        self.follow()
+        seen: Dict[Tuple[int, int], Path] = {}
+        out: Dict[int, List[Tuple[Tuple[str, ...], Path]]] = {}
+        for _link, group, rel, path, key in sorted(self.files, key=lambda t: t[:3]):
+            if key in seen:
+                self.skipped.append((path, f"the same file as {seen[key]}"))
+                continue
+            seen[key] = path
+            out.setdefault(group, []).append((rel, path))
+        return {g: [p for _, p in sorted(items, key=lambda t: t[0])] for g, items in out.items()}
+
+
+def _folder_images(folder: Path, skipped: List[Tuple[Path, str]]) -> List[Path]:
+    """Image files under ``folder`` (recursive, :class:`_Walk`), hidden files and folders skipped, sorted.
+
+    What was left out is appended to ``skipped``.
+    """
+    walk = _Walk()
+    if walk.claim(folder):
+        walk.tree(0, folder, folder, True)
+    found = walk.resolve().get(0, [])
+    skipped.extend(walk.skipped)
+    return found
+
+
+def _regular_file(path: Path) -> Optional[str]:
+    """None when ``path`` is a regular file (links followed), else why not; never opens it."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as e:
+        what = "a link that cannot be followed" if os.path.islink(path) else "cannot read its status"
+        return f"{what} ({e.strerror or e})"
+    return None if stat.S_ISREG(mode) else f"not a regular file ({_file_kind(mode)})"
 
 
 def image_files(inputs: Sequence[PathLike]) -> List[Path]:
@@ -123,19 +285,25 @@ def image_files(inputs: Sequence[PathLike]) -> List[Path]:
 
     Image files: suffix, lower-cased, in :data:`IMAGE_EXTENSIONS`. ``~`` is expanded.
     Duplicates (same resolved file) are dropped, keeping the first, so input order is kept.
+    Folders are walked by :class:`_Walk`: each real folder once (links such as ``l1 -> .``
+    do not loop or repeat photos), regular files only (a FIFO named ``pipe.jpg`` is never
+    opened); what was left out is in the result's ``skipped``.
 
     Args:
       inputs: paths, folders or glob patterns (``str`` or ``os.PathLike``).
 
     Returns:
-      ``list[pathlib.Path]``, empty only when ``inputs`` is empty.
+      :class:`ImageList` of ``pathlib.Path`` (a list; ``.skipped``: ``(path, reason)``),
+      empty only when ``inputs`` is empty.
 
     Raises:
       DatasetError: an input does not exist and, as a pattern, matches no image;
-        or a folder holds no image files. The message names the input.
+        a folder holds no image files; a file input is not a regular file (a FIFO,
+        a device). The message names the input.
     """
     out: List[Path] = []
     seen = set()
+    skipped: List[Tuple[Path, str]] = []
 
     def add(paths: Iterable[Path]) -> None:
         for p in paths:
@@ -148,27 +316,34 @@ def image_files(inputs: Sequence[PathLike]) -> List[Path]:
     for item in inputs:
         text = os.path.expanduser(os.fspath(item))
         path = Path(text)
-        if path.is_file():
-            add([path])
-        elif path.is_dir():
-            found = _folder_images(path)
+        if path.is_dir():
+            found = _folder_images(path, skipped)
             if not found:
                 raise DatasetError(f"{text}: folder holds no image files ({exts})")
             add(found)
+        elif os.path.exists(path):
+            problem = _regular_file(path)
+            if problem:
+                raise DatasetError(f"{text}: {problem}; only regular image files are read")
+            add([path])
         elif _GLOB_CHARS.search(text):
             found = []
             for match in sorted(glob.glob(text, recursive=True)):
                 m = Path(match)
                 if m.is_dir():
-                    found.extend(_folder_images(m))
-                elif m.is_file() and _is_image(m):
-                    found.append(m)
+                    found.extend(_folder_images(m, skipped))
+                elif _is_image(m):
+                    problem = _regular_file(m)
+                    if problem:
+                        skipped.append((m, problem))
+                    else:
+                        found.append(m)
             if not found:
                 raise DatasetError(f"{text}: pattern matches no image files ({exts})")
             add(found)
         else:
             raise DatasetError(f"{text}: no such file or folder")
-    return out
+    return _image_list(out, skipped)
 
 
 # --------------------------------------------------------------------------- Caltech101
@@ -221,20 +396,27 @@ def caltech101(root: PathLike, *, include_background: bool = False) -> List[Imag
       included, come last. ``annotation`` is ``None`` where the ``.mat`` file
       (or the whole ``Annotations/`` folder) is missing. Non-image files,
       hidden files and loose files beside the class folders are ignored, as
-      are the top-level ``.mat`` files of ``Annotations/``.
+      are the top-level ``.mat`` files of ``Annotations/``. An :class:`ImageList`:
+      its ``skipped`` names what looked like an image or a class but was left
+      out (a FIFO named ``.jpg``, a second name of a photo, a link to a folder
+      already listed such as ``l1 -> .``, which takes no class index).
 
     Raises:
       DatasetError: ``root`` missing, no ``101_ObjectCategories`` folder, or no
         images in it (one line naming the folder).
     """
     categories, annotations = _caltech_folders(Path(os.path.expanduser(os.fspath(root))))
-    names = sorted(d.name for d in categories.iterdir() if d.is_dir() and not d.name.startswith("."))
+    walk = _Walk()
+    names = _class_names(walk, categories)
     classes = [n for n in names if n != CALTECH101_BACKGROUND]
+    for group, name in enumerate(names):
+        walk.tree(group, categories / name, categories / name, False)
+    found = walk.resolve()
     records: List[ImageRecord] = []
     for label, name in enumerate(classes):
         ann_dir = annotations / CALTECH101_ANNOTATION_FOLDERS.get(name, name)
         have = {p.name for p in ann_dir.iterdir() if p.is_file()} if ann_dir.is_dir() else set()
-        for image in _class_images(categories / name):
+        for image in found.get(names.index(name), []):
             m = _IMAGE_NUMBER.match(image.stem)
             ann_name = f"annotation_{m.group(1)}.mat" if m else None
             annotation = ann_dir / ann_name if ann_name in have else None
@@ -242,16 +424,35 @@ def caltech101(root: PathLike, *, include_background: bool = False) -> List[Imag
     if include_background and CALTECH101_BACKGROUND in names:
         records.extend(
             ImageRecord(image, None, CALTECH101_BACKGROUND, None)
-            for image in _class_images(categories / CALTECH101_BACKGROUND)
+            for image in found.get(names.index(CALTECH101_BACKGROUND), [])
         )
     if not records:
         what = "images" if include_background else "class images (BACKGROUND_Google excluded)"
         raise DatasetError(f"{categories}: no {what} found")
-    return records
+    return _image_list(records, walk.skipped)
 
 
-def _class_images(folder: Path) -> List[Path]:
-    return sorted((p for p in folder.iterdir() if p.is_file() and _is_image(p)), key=lambda p: p.name)
+def _class_names(walk: _Walk, base: Path) -> List[str]:
+    """The class folders of ``base`` (not hidden), sorted; claims ``base`` and each of them in ``walk``.
+
+    Real folders are claimed before links, so a link to ``base`` itself or to another class
+    folder is skipped (it is no class and takes no index); a link to a folder elsewhere is a class.
+    """
+    walk.claim(base)
+    try:
+        with os.scandir(base) as it:
+            entries = sorted((e for e in it if not e.name.startswith(".")), key=lambda e: e.name)
+    except OSError as e:
+        raise DatasetError(f"{base}: cannot list the folder ({e.strerror or e})") from None
+    folders = []
+    for e in entries:
+        if os.path.isdir(e.path):
+            folders.append(e)
+        elif e.is_symlink() and not os.path.exists(e.path):
+            walk.claim(Path(e.path))  # records why the link cannot be followed
+    names = [e.name for e in folders if not e.is_symlink() and walk.claim(Path(e.path))]
+    names += [e.name for e in folders if e.is_symlink() and walk.claim(Path(e.path))]
+    return sorted(names)
 
 
 def class_folders(root: PathLike) -> List[ImageRecord]:
@@ -261,19 +462,29 @@ def class_folders(root: PathLike) -> List[ImageRecord]:
     their images are found recursively, sorted. Images directly in ``root`` come first,
     unlabelled (``label=None``, ``class_name=None``). No annotations.
 
+    The walk (:class:`_Walk`) visits each real folder once and reads only regular files: a
+    link to ``root`` or to another class folder is no class; ``l1 -> .`` inside a class
+    neither loops nor repeats its photos; a FIFO named ``.jpg`` is not listed. Returns an
+    :class:`ImageList` whose ``skipped`` says what was left out and why.
+
     Raises:
       DatasetError: ``root`` is not a folder or holds no image (one line naming it).
     """
     base = Path(os.path.expanduser(os.fspath(root)))
     if not base.is_dir():
         raise DatasetError(f"{base}: not a folder")
-    records = [ImageRecord(p, None, None, None) for p in _class_images(base)]
-    names = sorted(d.name for d in base.iterdir() if d.is_dir() and not d.name.startswith("."))
+    walk = _Walk()
+    names = _class_names(walk, base)
+    walk.tree(0, base, base, False)
+    for group, name in enumerate(names, start=1):
+        walk.tree(group, base / name, base / name, True)
+    found = walk.resolve()
+    records = [ImageRecord(p, None, None, None) for p in found.get(0, [])]
     for label, name in enumerate(names):
-        records.extend(ImageRecord(p, label, name, None) for p in _folder_images(base / name))
+        records.extend(ImageRecord(p, label, name, None) for p in found.get(label + 1, []))
     if not records:
         raise DatasetError(f"{base}: no image files in it or in its class folders")
-    return records
+    return _image_list(records, walk.skipped)
 
 
 def dataset_records(root: PathLike) -> List[ImageRecord]:
@@ -281,6 +492,7 @@ def dataset_records(root: PathLike) -> List[ImageRecord]:
 
     A root holding ``101_ObjectCategories/`` (or being it) is read by :func:`caltech101` with
     ``BACKGROUND_Google`` included (unlabelled, not annotated); anything else by :func:`class_folders`.
+    Returns their :class:`ImageList` (``.skipped``: what the walk left out, and why).
 
     Raises:
       DatasetError: no such folder, or no images (one line naming it).
@@ -394,8 +606,13 @@ def load_annotation(path: PathLike) -> Tuple[np.ndarray, np.ndarray]:
     from scipy.io import loadmat
 
     name = os.fspath(path)
+    problem = _regular_file(Path(name))
+    if problem:  # checked before opening: a FIFO would block the reader forever
+        if not os.path.lexists(name):
+            raise DatasetError(f"{name}: annotation file does not exist")
+        raise DatasetError(f"{name}: cannot use as an annotation: {problem}")
     try:
-        data = loadmat(name)
+        data = loadmat(name, mat_dtype=True)  # MATLAB's own classes: a logical array reads back as bool, not uint8
     except FileNotFoundError:
         raise DatasetError(f"{name}: annotation file does not exist") from None
     except Exception as e:  # scipy raises MatReadError, ValueError, IndexError... on bad files
@@ -404,6 +621,11 @@ def load_annotation(path: PathLike) -> Tuple[np.ndarray, np.ndarray]:
     for key in ("box_coord", "obj_contour"):
         if key not in data:
             raise DatasetError(f"{name}: not a Caltech101 annotation (no {key!r})")
+    for key in ("box_coord", "obj_contour"):
+        kind = getattr(data[key], "dtype", np.dtype(object)).kind
+        if kind not in "iuf":  # bool, complex, text, structs and cells are no pixel coordinates
+            what = {"b": "true/false values", "c": "complex numbers"}.get(kind, f"a {data[key].dtype} array")
+            raise DatasetError(f"{name}: {key} holds {what}, not pixel coordinates")
     try:
         box = np.asarray(data["box_coord"], dtype=np.float64)
         contour = np.asarray(data["obj_contour"], dtype=np.float64)
@@ -456,7 +678,8 @@ def annotation_mask(
       DatasetError: unreadable or malformed annotation file (see
         :func:`load_annotation`).
       ValueError: ``image_size`` not two positive integers, or a contour that
-        is not ``[K, 2]`` with K >= 3.
+        is not ``[K, 2]`` with K >= 3, not finite, or beyond 2**24 pixels (whether
+        it describes an object in this photo at all: :func:`check_annotation`).
     """
     from PIL import Image, ImageDraw
 
@@ -473,10 +696,16 @@ def annotation_mask(
         raise ValueError(f"contour must be [K, 2] (x, y) with K >= 3, got shape {contour.shape}")
     if not np.isfinite(contour).all():
         raise ValueError("contour holds non-finite values")
+    if np.abs(contour).max() > _RASTER_LIMIT:  # the rasteriser's integers; no photo is this large
+        raise ValueError(f"contour reaches {np.abs(contour).max():.6g} pixels, beyond any image "
+                         f"(limit {_RASTER_LIMIT}); see check_annotation")
     canvas = Image.new("L", (width, height), 0)
     vertices = [(int(x), int(y)) for x, y in np.rint(contour)]
     ImageDraw.Draw(canvas).polygon(vertices, fill=1, outline=1)
     return np.asarray(canvas, dtype=bool)
+
+
+_RASTER_LIMIT = 1 << 24
 
 
 def box_mask(box: Sequence[float], image_size: Tuple[int, int]) -> np.ndarray:
@@ -500,6 +729,74 @@ def box_mask(box: Sequence[float], image_size: Tuple[int, int]) -> np.ndarray:
     mask = np.zeros((height, width), bool)
     mask[max(y1, 0) : max(y2 + 1, 0), max(x1, 0) : max(x2 + 1, 0)] = True
     return mask
+
+
+#: How far outside the photo an annotation coordinate may lie and still be believed: this share of the
+#: side (at least :data:`ANNOTATION_SLACK_PIXELS`); hand-drawn outlines and 1-based boxes overshoot a little.
+ANNOTATION_SLACK = 0.1
+ANNOTATION_SLACK_PIXELS = 2.0
+
+
+def _far_outside(yx: np.ndarray, height: int, width: int) -> Optional[Tuple[float, float]]:
+    """The first ``(y, x)`` of ``yx [K, 2]`` further outside the image than the slack allows, else None."""
+    slack = np.maximum(ANNOTATION_SLACK * np.array([height, width], np.float64), ANNOTATION_SLACK_PIXELS)
+    bad = ((yx < -slack) | (yx > np.array([height - 1, width - 1]) + slack)).any(axis=1)
+    if not bad.any():
+        return None
+    y, x = yx[int(np.argmax(bad))]
+    return float(y), float(x)
+
+
+def check_annotation(box: Sequence[float], contour, image_size: Tuple[int, int]) -> None:
+    """Refuses an annotation that cannot describe an object in a photo of ``image_size``.
+
+    Caltech101's files are mostly right, but a box or outline from another photo, a
+    file written by another tool, or damage gives numbers that describe nothing here;
+    scoring them would count a meaningless 0 (or 1) in the means. Refused, each with its
+    reason: a box that is inverted (top below bottom, left right of right), that lies
+    entirely outside the photo, or with a coordinate far outside it; an outline
+    (``contour [K, 2]`` absolute ``(x, y)``, K >= 3, finite) with a vertex far outside the
+    photo, that encloses no area, or that covers no pixel of it. "Far" is more than
+    :data:`ANNOTATION_SLACK` of the side (at least :data:`ANNOTATION_SLACK_PIXELS` pixels)
+    beyond the edge; closer overshoots are clipped (hand-drawn outlines, 1-based boxes).
+
+    Args:
+      box: ``[y1, y2, x1, x2]`` pixels (:func:`load_annotation`).
+      contour: ``[K, 2]`` absolute ``(x, y)`` pixels (:func:`load_annotation`).
+      image_size: ``(height, width)`` of the photo as stored (before any EXIF turn).
+
+    Raises:
+      DatasetError: one line saying what is wrong (the caller adds the file's name).
+      ValueError: ``image_size`` not two positive integers.
+    """
+    height, width = _image_size(image_size)
+    size = f"{width} x {height}"
+    b = np.asarray(box, dtype=np.float64).reshape(-1)
+    if b.size != 4 or not np.isfinite(b).all():
+        raise DatasetError(f"box_coord must be 4 finite numbers [top, bottom, left, right], got {b.tolist()}")
+    top, bottom, left, right = (float(v) for v in b)
+    shown = f"[top, bottom, left, right] = [{top:.6g}, {bottom:.6g}, {left:.6g}, {right:.6g}]"
+    if top > bottom or left > right:
+        raise DatasetError(f"box_coord is inverted: {shown}")
+    if not box_mask(b, (height, width)).any():
+        raise DatasetError(f"box_coord {shown} lies entirely outside the {size} image")
+    if _far_outside(np.array([[top, left], [bottom, right]]), height, width) is not None:
+        raise DatasetError(f"box_coord {shown} reaches far outside the {size} image")
+    c = np.asarray(contour)
+    if c.dtype.kind not in "iuf":
+        raise DatasetError(f"obj_contour holds {c.dtype} values, not pixel coordinates")
+    c = c.astype(np.float64)
+    if c.ndim != 2 or c.shape[1] != 2 or c.shape[0] < 3 or not np.isfinite(c).all():
+        raise DatasetError(f"obj_contour must be K >= 3 finite (x, y) points, got shape {c.shape}")
+    far = _far_outside(c[:, ::-1], height, width)
+    if far is not None:
+        raise DatasetError(f"obj_contour reaches (x, y) = ({far[1]:.6g}, {far[0]:.6g}), far outside the {size} "
+                           "image")
+    x, y = c[:, 0], c[:, 1]
+    if abs(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))) < 1.0:  # shoelace: twice the signed area
+        raise DatasetError("obj_contour encloses no area (under half a pixel: its points lie on a line)")
+    if not annotation_mask(c, (height, width)).any():
+        raise DatasetError(f"obj_contour covers no pixel of the {size} image")
 
 
 # --------------------------------------------------------------------------- the images of a run
@@ -557,6 +854,11 @@ def gather_images(images: Optional[Sequence] = None, *, caltech101=None, include
       include_background: with ``caltech101``, also the ``BACKGROUND_Google`` images.
       per_class, sample, seed: a seeded random choice (see :func:`vitjax.data.datasets.sample_records`).
 
+    Returns:
+      :class:`ImageList` of :class:`ImageItem`; its ``skipped`` lists what the folder walks
+      left out (:func:`image_files`, :func:`caltech101`), and then one
+      :class:`vitjax.errors.VitjaxWarning` says so (:func:`skipped_note`).
+
     Raises:
       ValueError: (``DatasetError``) a missing path or a folder without images, a
         tree that is not Caltech101, or ``include_background`` without ``caltech101``.
@@ -578,8 +880,12 @@ def gather_images(images: Optional[Sequence] = None, *, caltech101=None, include
 
             paths = [Path(matplotlib.cbook.get_sample_data(SAMPLE_PHOTO, asfileobj=False))]
         records = [ImageRecord(p, None, p.parent.name, None) for p in paths]
+    skipped = getattr(records, "skipped", ()) if caltech101 is not None else paths.skipped if images else ()
+    if skipped:
+        warnings.warn(skipped_note(skipped, caltech101), VitjaxWarning, stacklevel=2)
     records = sample_records(records, per_class=per_class, sample=sample, seed=seed)
     if caltech101 is not None:
-        return [ImageItem(r.path, f"{r.class_name}/{r.path.name}", r.class_name) for r in records]
+        return _image_list([ImageItem(r.path, f"{r.class_name}/{r.path.name}", r.class_name) for r in records],
+                           skipped)
     names = display_names([r.path for r in records])
-    return [ImageItem(r.path, n, None) for r, n in zip(records, names, strict=True)]
+    return _image_list([ImageItem(r.path, n, None) for r, n in zip(records, names, strict=True)], skipped)

@@ -24,7 +24,10 @@ How a run goes (:func:`run`, which knows nothing of maps):
 5. From all shards, in image order: ``images.csv`` (one row per image, failures
    with their reason), ``summary.json`` (per class and overall), and the figures
    (:mod:`vitjax.evaluation.report`; the metrics figure only with annotations). Files
-   whose bytes would not change are not rewritten.
+   whose bytes would not change are not rewritten. They cover exactly the images of
+   the run's settings (``run.json``: checkpoint, data, options, size, and the
+   ``--per-class``/``--sample`` selection); rows of changed images, damaged shards
+   and folders of other settings are handled by :mod:`vitjax.evaluation.runner`.
 
 With several processes (after ``jax.distributed.initialize()``), each runs its
 own share on its own devices and process 0 writes the final files after a
@@ -42,22 +45,23 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import jax
 import numpy as np
 
-from vitjax.attribution.maps import compute_maps
+from vitjax.attribution.maps import maps_and_finite
 from vitjax.attribution.options import RolloutOptions, as_options
 from vitjax.attribution.rollout import upsample
 from vitjax.checkpoints.load import load_checkpoint
-from vitjax.data.batching import Batch, local_mesh, replicate, round_batch_size, shard_batch
+from vitjax.data.batching import Batch, local_mesh, replicate, shard_batch
 from vitjax.data.datasets import (
     ImageRecord,
     annotation_mask,
     box_mask,
+    check_annotation,
     dataset_records,
     load_annotation,
     positive_int,
     sample_records,
 )
 from vitjax.data.images import preprocess
-from vitjax.errors import one_line
+from vitjax.errors import NonFiniteError, one_line
 from vitjax.evaluation.metrics import (
     METRICS,
     area_fraction,
@@ -70,6 +74,8 @@ from vitjax.evaluation.metrics import (
 from vitjax.evaluation.report import run_notes, write_report
 from vitjax.evaluation.runner import Results, Row, Step, claim_folder, run
 from vitjax.io import file_sha256
+from vitjax.model.forward import NON_FINITE, finite_rows, non_finite_reason, raise_non_finite
+from vitjax.model.memory import plan_batch_size
 
 __all__ = ["Target", "Results", "run", "load_target", "map_names", "maps_program", "score_row", "map_metrics_step",
            "evaluate", "evaluate_run"]
@@ -112,7 +118,10 @@ def load_target(record: ImageRecord, grid_size: Tuple[int, int]) -> Target:
     (:func:`vitjax.data.datasets.annotation_mask`, :func:`vitjax.data.datasets.box_mask`),
     turned like the photo by its EXIF orientation, and reduced by area to
     ``grid_size`` (:func:`vitjax.evaluation.metrics.area_fraction`; object = cells at least
-    half covered). A broken annotation gives no mask and a ``note``.
+    half covered). An annotation that is unreadable or cannot describe an object in this
+    photo (:func:`vitjax.data.datasets.check_annotation`: an inverted box, a box outside
+    the photo, an outline far outside it or enclosing nothing) gives no mask and a
+    ``note`` with the reason: the image is counted as an invalid annotation, never scored.
 
     Raises:
       ValueError: the photo's header cannot be read.
@@ -130,10 +139,14 @@ def load_target(record: ImageRecord, grid_size: Tuple[int, int]) -> Target:
         return Target(*shown)
     try:
         box, contour = load_annotation(record.annotation)
+    except ValueError as e:
+        return Target(*shown, note=one_line(e))
+    try:
+        check_annotation(box, contour, (height, width))
         mask = _orient(annotation_mask(contour, (height, width)), orientation)
         boxm = _orient(box_mask(box, (height, width)), orientation)
     except ValueError as e:
-        return Target(*shown, note=one_line(e))
+        return Target(*shown, note=f"{record.annotation}: {one_line(e)}")
     rows = area_fraction(boxm.any(1)[:, None], (grid_size[0], 1))  # a box is separable: rows x columns
     cols = area_fraction(boxm.any(0)[None], (1, grid_size[1]))
     return Target(*shown, mask=area_fraction(mask, grid_size) >= 0.5, box=rows * cols)
@@ -146,14 +159,16 @@ def map_names(num_layers: int) -> List[str]:
 
 
 def maps_program(model, *, options=None, scale: int = 4) -> Tuple[Callable, Tuple[int, int]]:
-    """The device half of :func:`map_metrics_step`: one jitted program ``fn(params, images) -> (maps, mad)``.
+    """The device half of :func:`map_metrics_step`: one jitted program ``fn(params, images) -> (maps, mad, finite)``.
 
     :func:`vitjax.compute_maps` with the attention kept; the joint, per-layer and
     cumulative maps (the order of :func:`map_names`, baselines excluded)
     upsampled bilinearly to the scoring grid (``scale`` x the patch grid, see
     :mod:`vitjax.evaluation.metrics`): ``maps [B, 1 + 2L, rh, rw]`` float32 in [0, 1];
     :func:`vitjax.evaluation.metrics.mean_attention_distance` ``mad [B, L, H]`` pixels. The
-    attention ``[B, L, H, N, N]`` is reduced where it was computed. With images
+    attention ``[B, L, H, N, N]`` is reduced where it was computed. ``finite``:
+    ``{kind: [B] bool}`` (:func:`vitjax.attribution.maps.maps_and_finite`, the maps
+    and distances included), for :func:`vitjax.model.forward.raise_non_finite`. With images
     sharded over a mesh (:func:`vitjax.data.batching.shard_batch`) it runs data parallel.
 
     Programs are cached per (config, options, scale), so runs in one process compile once.
@@ -173,10 +188,11 @@ def maps_program(model, *, options=None, scale: int = 4) -> Tuple[Callable, Tupl
 
     @jax.jit
     def fn(params, images):
-        out = compute_maps(model, params, images, options, keep_attention=True)
+        out, finite = maps_and_finite(model, params, images, options, keep_attention=True)
         maps = jnp.concatenate([out["rollout"][:, None], out["layer"], out["cumulative"]], axis=1)
         mad = mean_attention_distance(out["attention"], cfg.grid, cfg.stride, cfg.num_prefix_tokens)
-        return upsample(maps, size), mad
+        maps = upsample(maps, size)
+        return maps, mad, {**finite, "maps": finite["maps"] & finite_rows(maps) & finite_rows(mad)}
 
     _PROGRAMS[key] = fn
     return fn, size
@@ -213,11 +229,14 @@ def _baselines(size: Tuple[int, int]) -> np.ndarray:
     return np.stack([gaussian_map(size), uniform_map(size)])
 
 
-def map_metrics_step(model, params, *, mesh=None, options=None, scale: int = 4, workers: Optional[int] = None
-                     ) -> Tuple[Step, Tuple[int, int]]:
+def map_metrics_step(model, params, *, mesh=None, options=None, scale: int = 4, workers: Optional[int] = None,
+                     checkpoint: Optional[str] = None) -> Tuple[Step, Tuple[int, int]]:
     """The default per-batch step: :func:`maps_program` on the devices, :func:`score_row` per image on the host.
 
-    Scoring runs in a thread pool of ``workers`` threads (default: CPU count).
+    Scoring runs in a thread pool of ``workers`` threads (default: CPU count). An image
+    whose logits, attention or maps are not finite (NaN/inf) is never scored: its row is
+    ``{"status": "failed", "reason": ...}`` (:func:`vitjax.model.forward.non_finite_reason`,
+    naming ``checkpoint``); padded rows are not checked.
 
     Returns:
       ``(step, grid_size)``: ``step(batch) -> rows`` (one :func:`score_row` dict per
@@ -233,11 +252,17 @@ def map_metrics_step(model, params, *, mesh=None, options=None, scale: int = 4, 
     pool = cf.ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1, thread_name_prefix="vitjax-score")
 
     def step(batch: Batch) -> List[Row]:
-        maps, mad = program(params, shard_batch(batch.images, mesh))
+        maps, mad, finite = program(params, shard_batch(batch.images, mesh))
         maps, mad = np.asarray(maps), np.asarray(mad)
-        return list(pool.map(lambda r: score_row(maps[r], mad[r], batch.extras[r], names), batch.rows))
+        try:
+            raise_non_finite(finite, valid=batch.valid)
+            bad = {}
+        except NonFiniteError as e:  # never a number in a table: the image fails, with the reason
+            bad = e.what
+        return list(pool.map(lambda r: {"status": "failed", "reason": non_finite_reason(bad[r], checkpoint)}
+                             if r in bad else score_row(maps[r], mad[r], batch.extras[r], names), batch.rows))
 
-    step.close = pool.shutdown  # type: ignore[attr-defined]
+    step.close = functools.partial(pool.shutdown, wait=True, cancel_futures=True)  # type: ignore[attr-defined]
     return step, size
 
 
@@ -258,7 +283,8 @@ def _identity(ckpt, data, options: RolloutOptions, scale: int) -> Dict[str, Any]
 
 def evaluate(ckpt, data, out, *, batch_size: int = 32, options=None, scale: int = 4, workers: Optional[int] = None,
              image_size=None, per_class: Optional[int] = None, sample: Optional[int] = None, seed: int = 0,
-             progress: bool = True, note: Optional[Callable[[str], None]] = None) -> Path:
+             progress: bool = True, note: Optional[Callable[[str], None]] = None,
+             memory_budget: Optional[int] = None) -> Path:
     """Evaluates a checkpoint's attention maps over a dataset; see the module docstring.
 
     Arguments, data and checkpoint are checked before anything is written: a refused run leaves nothing.
@@ -267,14 +293,19 @@ def evaluate(ckpt, data, out, *, batch_size: int = 32, options=None, scale: int 
       ckpt: checkpoint path or name (:func:`vitjax.load_checkpoint`).
       data: Caltech101 root or folder of class folders (:func:`vitjax.evaluation.report.run_notes`).
       out: results folder (created; a rerun resumes).
-      batch_size: images per batch, rounded up to a multiple of the local devices.
+      batch_size: images per batch at most, rounded up to a multiple of the local devices; smaller when
+        ``memory_budget`` asks for it (:func:`vitjax.model.memory.plan_batch_size`), never more than the images.
+      memory_budget: bytes the run may use (default: half the memory available now).
       options: :class:`vitjax.RolloutOptions` for the joint and cumulative maps.
       scale: scoring grid = ``scale`` x the patch grid (:func:`vitjax.evaluation.metrics.eval_size`).
       workers: loader and scorer threads (default: CPU count).
       image_size: run the model at this ``(height, width)`` (or square side; position
         embedding resized by :func:`vitjax.load_checkpoint`); default: the checkpoint's.
       per_class, sample, seed: evaluate a deterministic subset
-        (:func:`vitjax.data.datasets.sample_records`).
+        (:func:`vitjax.data.datasets.sample_records`). The selection is one of the run's
+        settings (``run.json``): a results folder holds one image set, and its
+        ``summary.json``/``images.csv`` cover exactly that set; a rerun with another
+        selection into a folder with results is refused, naming it.
       progress: show a progress bar.
       note: called with each line of :func:`vitjax.evaluation.report.run_notes` before the run.
 
@@ -284,30 +315,41 @@ def evaluate(ckpt, data, out, *, batch_size: int = 32, options=None, scale: int 
     Raises:
       DatasetError, CheckpointError (ValueErrors, one line): bad arguments, data,
       checkpoint or a results folder of other settings.
+      NonFiniteError (a ValueError, one line naming the checkpoint): the model's output is not
+      finite (NaN/inf) for every image that reached it; the shards keep each image's reason, no
+      summary is written. Where only some images are so, they are listed as failed.
     """
     return evaluate_run(ckpt, data, out, batch_size=batch_size, options=options, scale=scale, workers=workers,
                      image_size=image_size, per_class=per_class, sample=sample, seed=seed, progress=progress,
-                     note=note)[0]
+                     note=note, memory_budget=memory_budget)[0]
 
 
 def evaluate_run(ckpt, data, out, *, batch_size, options, scale, workers, image_size, per_class, sample, seed,
-              progress, note) -> Tuple[Path, Results]:
+              progress, note, memory_budget=None) -> Tuple[Path, Results]:
     """:func:`evaluate`, returning ``(summary path, run's Results)``."""
     for name, value in (("batch_size", batch_size), ("scale", scale), ("workers", workers)):
         if value is not None:
             positive_int(name, value)
     out, root = Path(out), Path(os.path.expanduser(os.fspath(data)))
-    records = sample_records(dataset_records(data), per_class=per_class, sample=sample, seed=seed)
+    listed = dataset_records(data)
+    skipped = getattr(listed, "skipped", ())
+    records = sample_records(listed, per_class=per_class, sample=sample, seed=seed)
     model, params = load_checkpoint(ckpt, image_size=image_size)
     options = as_options(options, model.config)
     cfg = model.config
     mesh = local_mesh()
-    batch_size = round_batch_size(batch_size, mesh)
-    for line in run_notes(records, root):
-        (note or (lambda _: None))(line)
-    ident = {**_identity(ckpt, data, options, scale), "image_size": list(cfg.image_size)}
-    claim_folder(out, "run.json", ident)
-    step, grid_size = map_metrics_step(model, params, mesh=mesh, options=options, scale=scale, workers=workers)
+    batch_size = plan_batch_size(cfg, batch_size, workload="evaluate", budget=memory_budget, num_images=len(records),
+                                 multiple=mesh.devices.size, scale=scale)
+    say = note or (lambda _: None)
+    for line in run_notes(records, root, skipped):
+        say(line)
+    selection = {"per_class": per_class, "sample": sample, "seed": seed if per_class or sample else None}
+    ident = {**_identity(ckpt, data, options, scale), "image_size": list(cfg.image_size), "selection": selection}
+    taken = claim_folder(out, "run.json", ident)
+    if taken:
+        say(taken)
+    step, grid_size = map_metrics_step(model, params, mesh=mesh, options=options, scale=scale, workers=workers,
+                                       checkpoint=ident["checkpoint"])
 
     def load(record):
         return preprocess(record.path, cfg), load_target(record, grid_size)
@@ -317,7 +359,19 @@ def evaluate_run(ckpt, data, out, *, batch_size, options, scale, workers, image_
                       shape=tuple(cfg.image_size) + (3,), workers=workers, progress=progress)
     finally:
         step.close()
+    non_finite = sum(1 for r in results if r["status"] == "failed" and r["reason"].startswith(NON_FINITE))
+    if non_finite and not any(r["status"] == "ok" for r in results):
+        raise NonFiniteError(non_finite_reason((), ident["checkpoint"], images=non_finite))
     if jax.process_index() == 0:
         write_report(out, results, names=map_names(cfg.num_layers), num_layers=cfg.num_layers,
-                     num_heads=cfg.num_heads, grid_size=grid_size, run=ident)
+                     num_heads=cfg.num_heads, grid_size=grid_size, run=ident,
+                     skipped=[(_shown(p, root), why) for p, why in skipped])
     return out / "summary.json", results
+
+
+def _shown(path, root: Path) -> str:
+    """``path`` relative to ``root`` (POSIX) when inside it, else as given."""
+    try:
+        return Path(path).relative_to(root).as_posix()
+    except ValueError:
+        return os.fspath(path)

@@ -55,11 +55,14 @@ from vitjax.attribution.class_maps import class_gradients, maps_from_gradients
 from vitjax.attribution.maps import attention_maps
 from vitjax.attribution.options import RolloutOptions, as_options
 from vitjax.attribution.rollout import upsample
-from vitjax.data.batching import local_mesh, replicate, round_batch_size, shard_batch
+from vitjax.data.batching import local_mesh, replicate, shard_batch
 from vitjax.data.datasets import positive_int
 from vitjax.data.images import RESIZE_METHODS, preprocess
+from vitjax.errors import NonFiniteError
 from vitjax.evaluation.runner import claim_folder, run
 from vitjax.io import write_atomic
+from vitjax.model.forward import NON_FINITE, finite_rows, non_finite_reason, raise_non_finite
+from vitjax.model.memory import plan_batch_size
 
 __all__ = ["STEPS", "ORDERS", "RUNNER_METHODS", "ModelApply", "removal_counts", "fill_value", "pixel_ranks",
            "remove_pixels", "perturbation_correct", "auc", "relabel", "label_notes", "perturbation_step", "summarize",
@@ -124,11 +127,12 @@ def remove_pixels(images, ranks, count, fill) -> jnp.ndarray:
 @functools.partial(jax.jit, static_argnames=("apply_fn",))
 def _curve(apply_fn, params, images, ranks, labels, fill, counts):
     def step(count):
-        return jnp.argmax(apply_fn(params, remove_pixels(images, ranks, count, fill)), axis=-1).astype(jnp.int32)
+        logits = apply_fn(params, remove_pixels(images, ranks, count, fill))
+        return jnp.argmax(logits, axis=-1).astype(jnp.int32), finite_rows(logits)
 
-    preds = jax.lax.map(step, counts)  # [1 + K, B]; counts[0] = 0: the clean images
+    preds, finite = jax.lax.map(step, counts)  # [1 + K, B] each; counts[0] = 0: the clean images
     truth = jnp.where(labels < 0, preds[0], labels)
-    return preds == truth[None], preds
+    return preds == truth[None], preds, {"logits": finite[0], "perturbed logits": jnp.all(finite[1:], axis=0)}
 
 
 def perturbation_correct(
@@ -142,6 +146,7 @@ def perturbation_correct(
     steps: Sequence[float] = STEPS,
     pixel_mean: Sequence[float] = (0.5, 0.5, 0.5),
     pixel_std: Sequence[float] = (0.5, 0.5, 0.5),
+    valid=None,
 ) -> Tuple[np.ndarray, np.ndarray]:
     """Top-1 correctness of each image at 0 % and at each step of pixel removal.
 
@@ -155,6 +160,8 @@ def perturbation_correct(
       positive: remove the highest-ranked pixels first (else the lowest).
       steps: fractions removed after the clean point (default 0.1 ... 0.9).
       pixel_mean, pixel_std: the model's normalisation in [0, 1] pixel units.
+      valid: ``[B]`` bool, the rows that hold an image (None: all): only they are
+        checked for non-finite logits (reduced in the compiled program, at every step).
 
     Returns:
       ``(correct [1 + K, B] bool, predictions [1 + K, B] int32)``; row 0 is the
@@ -162,6 +169,8 @@ def perturbation_correct(
 
     Raises:
       ValueError: shapes that do not match, a step outside [0, 1].
+      NonFiniteError: logits of a valid row not finite (NaN/inf) for the clean or a
+        perturbed image (an argmax of NaN is no prediction); ``.result`` is the pair above.
     """
     images = jnp.asarray(images)
     if images.ndim != 4 or images.shape[-1] != 3:
@@ -174,9 +183,11 @@ def perturbation_correct(
         raise ValueError(f"labels must be an int array of shape ({b},), got {labels.dtype} {labels.shape}")
     counts = jnp.asarray(removal_counts(h * w, steps), jnp.int32)
     ranks = pixel_ranks(maps, size=(h, w), positive=bool(positive))
-    correct, preds = _curve(apply_fn, params, images, ranks, jnp.asarray(labels, jnp.int32),
-                            fill_value(pixel_mean, pixel_std), counts)
-    return np.asarray(correct), np.asarray(preds)
+    correct, preds, finite = _curve(apply_fn, params, images, ranks, jnp.asarray(labels, jnp.int32),
+                                    fill_value(pixel_mean, pixel_std), counts)
+    result = (np.asarray(correct), np.asarray(preds))
+    raise_non_finite(finite, valid=valid, result=result)
+    return result
 
 
 def auc(accuracy, steps: Sequence[float] = STEPS) -> float:
@@ -242,17 +253,34 @@ def _check_labels(records: Sequence[Any], num_classes: int) -> None:
                              f"(0..{num_classes - 1}); use --labels predicted or a JSON {{folder: class index}}")
 
 
-def _all_maps(model, params, images, methods, target, options) -> Dict[str, Any]:
-    """``{method: maps [B, gh, gw]}``; the class-specific ones share one forward pass and vjp."""
-    out = {}
+def _all_maps(model, params, images, methods, target, options, valid=None, bad=None) -> Dict[str, Any]:
+    """``{method: maps [B, gh, gw]}``; the class-specific ones share one forward pass and vjp.
+
+    Valid rows whose outputs are not finite go into ``bad`` (``{row: kinds}``) instead of raising.
+    """
+    out: Dict[str, Any] = {}
+    bad = {} if bad is None else bad
     if any(m != "rollout" for m in methods):
-        _, att, grad, _ = class_gradients(model, params, images, target)
+        _, att, grad, _ = _kept(bad, class_gradients, model, params, images, target, valid=valid)
     for m in methods:
         if m == "rollout":
-            out[m] = attention_maps(model, params, images, method="rollout", options=_options_for(options, m))[0]
+            out[m] = _kept(bad, attention_maps, model, params, images, method="rollout",
+                           options=_options_for(options, m), valid=valid)[0]
         else:
-            out[m] = maps_from_gradients(model, att, grad, method=m, options=_options_for(options, m))
+            out[m] = _kept(bad, maps_from_gradients, model, att, grad, method=m, options=_options_for(options, m),
+                           valid=valid)
     return out
+
+
+def _kept(bad: Dict[int, tuple], fn: Callable, *args, **kwargs):
+    """``fn(*args, **kwargs)``; on :class:`NonFiniteError` its rows and kinds go into ``bad`` and its result is
+    returned (the other rows are usable)."""
+    try:
+        return fn(*args, **kwargs)
+    except NonFiniteError as e:
+        for r, kinds in e.what.items():
+            bad[r] = tuple(dict.fromkeys(bad.get(r, ()) + kinds))
+        return e.result
 
 
 def _options_for(options, method) -> RolloutOptions:
@@ -262,13 +290,17 @@ def _options_for(options, method) -> RolloutOptions:
 
 
 def perturbation_step(model, params, *, methods: Sequence[str] = RUNNER_METHODS, explain: str = "predicted",
-                      steps: Sequence[float] = STEPS, options=None, mesh=None) -> Callable:
+                      steps: Sequence[float] = STEPS, options=None, mesh=None, checkpoint: Optional[str] = None
+                      ) -> Callable:
     """A per-batch step for :func:`vitjax.evaluation.localisation.run`: ``step(batch) -> [row per valid image]``.
 
     Each row: ``prediction`` (clean top-1), ``scored_label`` (the label, or the
     prediction for unlabelled images) and, per method and order, ``"<method>_<order>"``:
     a string of ``1 + K`` characters '1'/'0', top-1 correct at 0 % and at each step.
     Maps are computed on the batch split over ``mesh`` (default: all local devices).
+    An image whose logits (clean or perturbed), attention, gradients or maps are not
+    finite (NaN/inf; checked in the compiled programs, padded rows left out) gets
+    ``{"status": "failed", "reason": ...}`` naming ``checkpoint`` instead: never a curve.
 
     Raises:
       ValueError: unknown method or ``explain``, a headless model.
@@ -294,13 +326,19 @@ def perturbation_step(model, params, *, methods: Sequence[str] = RUNNER_METHODS,
         images = shard_batch(batch.images, mesh)
         target = None if explain == "predicted" else np.where(labels < 0, 0, labels)  # padding/unlabelled: 0
         rows: List[Dict[str, Any]] = [{} for _ in batch.rows]
-        for m, maps in _all_maps(model, params, images, methods, target, options).items():
+        bad: Dict[int, tuple] = {}  # row -> what was not finite
+        for m, maps in _all_maps(model, params, images, methods, target, options, batch.valid, bad).items():
             for order in ORDERS:
-                correct, preds = perturbation_correct(apply_fn, params, images, maps, labels, steps=steps,
-                                                      positive=order == "positive", pixel_mean=mean, pixel_std=std)
+                correct, preds = _kept(bad, perturbation_correct, apply_fn, params, images, maps, labels,
+                                       steps=steps, positive=order == "positive", pixel_mean=mean, pixel_std=std,
+                                       valid=batch.valid)
                 for row, r in zip(rows, batch.rows, strict=True):
                     row[f"{m}_{order}"] = "".join("1" if v else "0" for v in correct[:, r])
         for row, r in zip(rows, batch.rows, strict=True):  # preds[0]: the clean images, the same for every map
+            if r in bad:  # NaN/inf: no curve, no prediction, the reason instead
+                row.clear()
+                row.update(status="failed", reason=non_finite_reason(bad[r], checkpoint))
+                continue
             row["prediction"] = int(preds[0, r])
             row["scored_label"] = int(labels[r]) if labels[r] >= 0 else int(preds[0, r])
         return rows
@@ -334,7 +372,8 @@ def summarize(results: Sequence[Mapping[str, Any]], methods: Sequence[str], step
 def run_perturbation(model, params, records: Sequence[Any], out_dir, *, root, methods: Sequence[str] = RUNNER_METHODS,
                      explain: str = "predicted", steps: Sequence[float] = STEPS, options=None, batch_size: int = 16,
                      resize: str = "google", workers: Optional[int] = None, progress: bool = False,
-                     settings: Optional[Mapping[str, Any]] = None, notes: Sequence[str] = ()) -> Dict[str, Any]:
+                     settings: Optional[Mapping[str, Any]] = None, notes: Sequence[str] = (),
+                     memory_budget: Optional[int] = None) -> Dict[str, Any]:
     """The perturbation test over a dataset: resumable, batched, sharded, through :func:`vitjax.evaluation.runner.run`.
 
     Args:
@@ -351,7 +390,8 @@ def run_perturbation(model, params, records: Sequence[Any], out_dir, *, root, me
         (Chefer et al.'s "top") or ``"label"`` (unlabelled images: class 0).
       options: one :class:`vitjax.RolloutOptions`, or a mapping method -> options;
         Chefer et al. ran rollout with ``start_layer=1``.
-      batch_size: images per batch, rounded up to a multiple of the local devices.
+      batch_size: images per batch at most, rounded up to a multiple of the local devices; smaller when
+        ``memory_budget`` (bytes; default: half the memory available) asks for it, never more than the images.
       resize: ``"google"`` or ``"pil"`` (:func:`vitjax.preprocess`; Chefer et al.
         used torchvision's ``Resize((224, 224))``, i.e. PIL's).
       settings: extra identity recorded in ``perturbation_run.json`` (checkpoint...).
@@ -364,14 +404,21 @@ def run_perturbation(model, params, records: Sequence[Any], out_dir, *, root, me
       ValueError: bad method/explain/steps/resize/batch size/workers, a label that
         is not a class of the model, a headless model, a folder of other settings
         (vitjax.data.datasets.DatasetError) -- all before anything is written --, or no image loaded.
+      NonFiniteError (a ValueError, one line naming ``settings["checkpoint"]``): the model's output is
+        not finite (NaN/inf) for every image that reached it (no curve, no file but the shards); where
+        only some images are so, they are in ``"failed"`` with that reason and left out of the curves.
     """
     mesh = local_mesh()
-    step = perturbation_step(model, params, methods=methods, explain=explain, steps=steps, options=options, mesh=mesh)
+    checkpoint = (settings or {}).get("checkpoint")
+    step = perturbation_step(model, params, methods=methods, explain=explain, steps=steps, options=options, mesh=mesh,
+                             checkpoint=checkpoint)
     c = model.config
     removal_counts(1, steps)
     if resize not in RESIZE_METHODS:
         raise ValueError(f"resize must be one of {', '.join(RESIZE_METHODS)}, got {resize!r}")
-    batch_size = round_batch_size(batch_size, mesh)
+    batch_size = plan_batch_size(c, batch_size, workload="perturbation", budget=memory_budget,
+                                 num_images=len(records), multiple=mesh.devices.size, methods=len(methods),
+                                 steps=len(steps))
     if workers is not None:
         positive_int("workers", workers)
     _check_labels(records, c.num_classes)
@@ -387,6 +434,9 @@ def run_perturbation(model, params, records: Sequence[Any], out_dir, *, root, me
 
     results = run(records, step, out, root=root, load=load, batch_size=batch_size,
                   shape=tuple(c.image_size) + (3,), workers=workers, progress=progress)
+    non_finite = sum(1 for r in results if r.get("status") == "failed" and r["reason"].startswith(NON_FINITE))
+    if non_finite and not any(r.get("status", "ok") == "ok" for r in results):  # no curve from NaN logits
+        raise NonFiniteError(non_finite_reason((), checkpoint, images=non_finite))
     summary = {**summarize(results, methods, steps), "settings": ident, "warnings": list(notes)}
     if jax.process_index() == 0:
         write_results(summary, out)

@@ -18,13 +18,14 @@ import math
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
+from vitjax.data.datasets import skipped_note
 from vitjax.evaluation.metrics import METRICS
 from vitjax.io import write_atomic
 
 __all__ = ["write_report", "summarize", "metrics_figure", "distance_figure", "head_styles", "write_if_changed",
            "annotation_note", "run_notes"]
 
-_META = ["image", "class", "label", "status", "reason"]
+_META = ["image", "class", "label", "status", "reason", "bytes", "sha256"]
 _LABELS = {"pointing": "pointing game (hit rate)", "iou": "IoU at mean threshold", "auc": "ROC-AUC",
            "boxmass": "fraction of mass in box"}
 
@@ -46,15 +47,25 @@ def _mean(values) -> Optional[float]:
 def summarize(rows: Sequence[Dict[str, Any]], names: Sequence[str], num_layers: int, num_heads: int) -> Dict:
     """Means over ``rows`` (images with a value; NaN/None skipped) of every map's metrics and of the distances.
 
+    An image whose annotation is invalid (a ``note``, no mask: see
+    :func:`vitjax.evaluation.localisation.load_target`) has no metric values, so it is in no
+    metric mean; it is counted in ``invalid_annotations``.
+
     Returns:
-      ``{"images", "annotated", "maps": {map: {metric: mean | None}},
+      ``{"images", "annotated", "invalid_annotations", "maps": {map: {metric: mean | None}},
       "mean_attention_distance": [L][H] pixels | None}``.
     """
     maps = {n: {m: _mean(r.get(f"{n}_{m}") for r in rows) for m in METRICS} for n in names}
     mad = [[_mean(r.get(f"mad_l{layer:02d}_h{h:02d}") for r in rows) for h in range(1, num_heads + 1)]
            for layer in range(1, num_layers + 1)]
-    return {"images": len(rows), "annotated": sum(int(r.get("annotated") or 0) for r in rows), "maps": maps,
+    return {"images": len(rows), "annotated": sum(int(r.get("annotated") or 0) for r in rows),
+            "invalid_annotations": sum(1 for r in rows if _invalid(r)), "maps": maps,
             "mean_attention_distance": mad if rows else None}
+
+
+def _invalid(row: Dict[str, Any]) -> bool:
+    """An evaluated image whose annotation file exists but could not be used (its ``note`` says why)."""
+    return bool(row.get("note")) and not int(row.get("annotated") or 0)
 
 
 def _csv(results: Sequence[Dict[str, Any]]) -> bytes:
@@ -69,7 +80,8 @@ def _csv(results: Sequence[Dict[str, Any]]) -> bytes:
     return buf.getvalue().encode("utf-8")
 
 
-def write_report(out, results, *, names, num_layers: int, num_heads: int, grid_size, run: Dict) -> List[Path]:
+def write_report(out, results, *, names, num_layers: int, num_heads: int, grid_size, run: Dict,
+                 skipped: Sequence = ()) -> List[Path]:
     """Writes ``images.csv``, ``summary.json``, ``metrics_vs_depth.png``, ``attention_distance.png`` to ``out``.
 
     ``metrics_vs_depth.png`` only when at least one image is annotated; otherwise
@@ -83,6 +95,13 @@ def write_report(out, results, *, names, num_layers: int, num_heads: int, grid_s
       num_layers, num_heads: of the model.
       grid_size: the scoring grid ``(rh, rw)``.
       run: the run's settings (checkpoint, data, options), copied into the summary.
+      skipped: ``(path, reason)`` pairs the dataset listing left out
+        (:attr:`vitjax.data.datasets.ImageList.skipped`), recorded as ``summary["skipped"]``.
+
+    ``summary["images"]`` counts ``total``, ``evaluated``, ``failed``, ``annotated`` (scored
+    against an object) and ``invalid_annotations`` (an annotation file that cannot
+    describe an object in its photo; listed with the reason in ``annotation_problems``
+    and left out of every metric mean).
 
     Returns:
       the paths of the files (written or already up to date), the metrics figure
@@ -100,10 +119,12 @@ def write_report(out, results, *, names, num_layers: int, num_heads: int, grid_s
     summary = {
         "run": run,
         "scoring_grid": list(grid_size),
-        "images": {"total": len(results), "evaluated": len(rows), "failed": len(failures), "annotated": annotated},
+        "images": {"total": len(results), "evaluated": len(rows), "failed": len(failures), "annotated": annotated,
+                   "invalid_annotations": sum(1 for r in rows if _invalid(r))},
         "notes": [note] if note else [],
         "failures": [{"image": f["image"], "reason": f["reason"]} for f in failures],
         "annotation_problems": [{"image": r["image"], "note": r["note"]} for r in rows if r.get("note")],
+        "skipped": [{"path": str(p), "reason": why} for p, why in skipped],
         "overall": summarize(rows, names, num_layers, num_heads),
         "per_class": {c: summarize(rs, names, num_layers, num_heads) for c, rs in classes.items()},
     }
@@ -130,14 +151,16 @@ def annotation_note(rows: Sequence[Dict[str, Any]]) -> str:
             "has); mean attention distances only")
 
 
-def run_notes(records: Sequence[Any], root) -> List[str]:
+def run_notes(records: Sequence[Any], root, skipped: Sequence = ()) -> List[str]:
     """One-line notes on a dataset before it is run (:class:`vitjax.data.datasets.ImageRecord` list).
 
     Images directly in ``root`` (no class folders) are accepted as one unlabelled
     group, and said so; without any annotation file the localisation metrics are
-    skipped (:func:`annotation_note`).
+    skipped (:func:`annotation_note`); entries the listing left out (``skipped``,
+    :attr:`vitjax.data.datasets.ImageList.skipped`) are counted and the first named
+    (:func:`vitjax.data.datasets.skipped_note`).
     """
-    notes = []
+    notes = [skipped_note(skipped, root)] if skipped else []
     if records and all(r.class_name is None for r in records):
         notes.append(f"{root}: no class folders; its {len(records)} images form one unlabelled group")
     if not any(getattr(r, "annotation", None) is not None for r in records):

@@ -9,12 +9,32 @@ the next batch starts: a SIGKILL loses at most the batch in flight, and a rerun
 computes only what is missing. Each process takes its share of the records
 (:func:`vitjax.data.batching.process_items`); with several processes, all of them
 meet at a barrier before the results are read back.
+
+Nothing on disk is trusted on resume:
+
+* a shard (format :data:`FORMAT`) carries the SHA-256 of its rows
+  (:func:`shard_sha256`) and is checked, checksum and schema, when read; a damaged
+  one (cut, edited, from another vitjax) is renamed ``damaged-<name>``, kept for
+  inspection, and its images are computed again, with a
+  :class:`vitjax.errors.VitjaxWarning` saying so;
+* every row records its image's size and SHA-256 (``bytes``, ``sha256``) and its
+  class and label; a row whose image has changed since (another photo under the
+  same name) or that was moved to another class is computed again, and said so;
+* a results folder belongs to the settings in its ``run.json``
+  (:func:`claim_folder`): a rerun with other settings is refused, naming each
+  setting that differs, unless the folder holds no finished shard yet (a run that
+  failed before its first batch), which any run may take over.
 """
 
 from __future__ import annotations
 
+import concurrent.futures as cf
+import contextlib
+import hashlib
 import json
+import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -22,16 +42,19 @@ import jax
 
 from vitjax.data.batching import Batch, padded_batches, process_items
 from vitjax.data.datasets import ImageRecord, positive_int
-from vitjax.errors import DatasetError, one_line
-from vitjax.io import write_atomic
+from vitjax.errors import DatasetError, VitjaxWarning, one_line
+from vitjax.io import file_fingerprint, write_atomic
 
-__all__ = ["FORMAT", "SHARDS", "Results", "Row", "Step", "claim_folder", "counts_line", "run"]
+__all__ = ["FORMAT", "SHARDS", "Results", "Row", "Step", "claim_folder", "counts_line", "finished_count",
+           "interrupted_line", "run",
+           "shard_sha256"]
 
 SHARDS = "shards"
-FORMAT = "vitjax-evaluate-shard/1"
+FORMAT = "vitjax-evaluate-shard/2"
 
 Row = Dict[str, Any]
 Step = Callable[[Batch], List[Row]]
+
 
 
 class Results(list):
@@ -40,19 +63,140 @@ class Results(list):
     new: int = 0
 
 
-def _read_shards(folder: Path) -> Tuple[Dict[str, Row], Dict[str, str]]:
-    rows: Dict[str, Row] = {}
-    failed: Dict[str, str] = {}
+def shard_sha256(rows: Sequence[Row], failed: Sequence[Row]) -> str:
+    """Hex SHA-256 of a shard's content: its rows and failures as canonical JSON (sorted keys, no spaces)."""
+    text = json.dumps({"failed": list(failed), "rows": list(rows)}, sort_keys=True, separators=(",", ":"),
+                      ensure_ascii=True, allow_nan=False)
+    return hashlib.sha256(text.encode("ascii")).hexdigest()
+
+
+def _entry_problem(entry: Any, failed: bool) -> Optional[str]:
+    if not isinstance(entry, dict):
+        return "an entry is not an object"
+    image = entry.get("image")
+    if not isinstance(image, str) or not image:
+        return "an entry has no 'image' name"
+    checks = (("class", str, True), ("label", int, True), ("bytes", int, True), ("sha256", str, True))
+    for name, kind, nullable in checks:
+        value = entry.get(name, ...)
+        if value is ... or isinstance(value, bool) or not (isinstance(value, kind) or (nullable and value is None)):
+            return f"{image}: '{name}' missing or not a {kind.__name__}"
+    if failed and not isinstance(entry.get("reason"), str):
+        return f"{image}: failure without a 'reason'"
+    if not failed and not isinstance(entry.get("status", "ok"), str):
+        return f"{image}: 'status' is not text"
+    return None  # the step's own values are any JSON (the checksum vouches for them)
+
+
+def _shard_problem(data: Any) -> Optional[str]:
+    """Why ``data`` (a parsed shard) cannot be used, or None."""
+    if not isinstance(data, dict):
+        return "not a JSON object"
+    fmt = data.get("format")
+    if fmt != FORMAT:
+        if isinstance(fmt, str) and fmt.startswith("vitjax-evaluate-shard/"):
+            return f"written by another vitjax (format {fmt!r}; this one reads {FORMAT!r})"
+        return f"not a shard of this runner (format {FORMAT!r} expected)"
+    if set(data) != {"format", "sha256", "rows", "failed"} or not isinstance(data["rows"], list) \
+            or not isinstance(data["failed"], list):
+        return "keys other than format, sha256, rows (a list), failed (a list)"
+    try:
+        digest = shard_sha256(data["rows"], data["failed"])
+    except (TypeError, ValueError):
+        return "holds values JSON cannot write (NaN, infinity)"
+    if data["sha256"] != digest:
+        return "checksum mismatch (changed or damaged since it was written)"
+    for failed, entries in ((False, data["rows"]), (True, data["failed"])):
+        for entry in entries:
+            problem = _entry_problem(entry, failed)
+            if problem:
+                return problem
+    return None
+
+
+def _read_shards(folder: Path) -> Tuple[Dict[str, List[Tuple[str, Row]]], List[Tuple[Path, str]]]:
+    """``({image: [("ok" | "failed", row), ...] in shard order}, [(damaged shard, why), ...])``."""
+    found: Dict[str, List[Tuple[str, Row]]] = {}
+    damaged: List[Tuple[Path, str]] = []
     for path in sorted(folder.glob("p*.json")) if folder.is_dir() else []:
         try:
-            data = json.loads(path.read_text("utf-8"))
-        except (OSError, ValueError) as e:
-            raise DatasetError(f"{path}: unreadable shard ({one_line(e)}); delete it to recompute its images") from None
-        if not isinstance(data, dict) or data.get("format") != FORMAT:
-            raise DatasetError(f"{path}: not a shard of this runner (format {FORMAT!r} expected)")
-        rows.update((r["image"], r) for r in data["rows"])
-        failed.update((f["image"], f["reason"]) for f in data["failed"])
-    return rows, failed
+            data = json.loads(path.read_bytes().decode("utf-8"))
+        except (OSError, ValueError) as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+            damaged.append((path, f"unreadable ({one_line(e)})"))
+            continue
+        problem = _shard_problem(data)
+        if problem:
+            damaged.append((path, problem))
+            continue
+        for status, entries in (("ok", data["rows"]), ("failed", data["failed"])):
+            for entry in entries:
+                found.setdefault(entry["image"], []).append((status, entry))
+    return found, damaged
+
+
+def finished_count(out_dir) -> int:
+    """How many images the intact shards of ``out_dir/shards`` hold (rows and failures; 0 without shards)."""
+    found, _ = _read_shards(Path(out_dir) / SHARDS)
+    return len(found)
+
+
+def interrupted_line(out_dir) -> str:
+    """The one line a command prints when Ctrl-C stops a run into ``out_dir``: what is kept, how to resume.
+
+    ``"interrupted: 8 images finished, kept in DIR/shards; run the same command to resume"``
+    (counted with :func:`finished_count`; every shard on disk is complete, written atomically).
+    """
+    try:
+        n = finished_count(out_dir)
+    except OSError:
+        n = 0
+    if not n:
+        return "interrupted before any image was finished; run the same command to start again"
+    return (f"interrupted: {n} image{'s' if n != 1 else ''} finished, kept in {Path(out_dir) / SHARDS}; "
+            "run the same command to resume")
+
+
+def _set_aside(damaged: Sequence[Tuple[Path, str]], prefix: str) -> None:
+    """Renames this process's damaged shards ``damaged-<name>`` (kept, never deleted) and warns once."""
+    if not damaged:
+        return
+    mine = [(p, why) for p, why in damaged if jax.process_count() == 1 or p.name.startswith(prefix)]
+    for path, _ in mine:
+        target, n = path.with_name(f"damaged-{path.name}"), 1
+        while os.path.lexists(target):
+            n += 1
+            target = path.with_name(f"damaged{n}-{path.name}")
+        with contextlib.suppress(OSError):
+            os.rename(path, target)
+    if mine:
+        first, why = mine[0]
+        more = f" (and {len(mine) - 1} more)" if len(mine) > 1 else ""
+        warnings.warn(f"{first}: damaged shard, {why}{more}; set aside as damaged-{first.name}, its images are "
+                      "computed again", VitjaxWarning, stacklevel=3)
+
+
+def _fingerprint(path) -> Optional[Tuple[int, str]]:
+    try:
+        return file_fingerprint(path)
+    except ValueError:
+        return None
+
+
+def _fingerprints(paths: Sequence[Any], workers: Optional[int]) -> List[Optional[Tuple[int, str]]]:
+    """:func:`vitjax.io.file_fingerprint` of each path (None where unreadable), hashed in a thread pool."""
+    if not paths:
+        return []
+    pool = cf.ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1, thread_name_prefix="vitjax-hash")
+    try:
+        return list(pool.map(_fingerprint, paths))
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _matches(entry: Row, record: ImageRecord, fingerprint: Optional[Tuple[int, str]]) -> bool:
+    now = (None, None) if fingerprint is None else tuple(fingerprint)
+    return (entry.get("class") == record.class_name and entry.get("label") == record.label
+            and (entry.get("bytes"), entry.get("sha256")) == now)
 
 
 def run(records: Sequence[ImageRecord], step: Step, out_dir, *, root, load: Callable, batch_size: int,
@@ -70,18 +214,27 @@ def run(records: Sequence[ImageRecord], step: Step, out_dir, *, root, load: Call
       load: ``load(record) -> (x [H, W, 3] float32, extra)``; ValueError = unreadable.
       batch_size: rows per batch, a multiple of the local device count.
       shape: ``(H, W, 3)`` of ``x``.
-      workers, progress: loader threads; show a tqdm bar (images/s) on stderr.
+      workers, progress: loader (and hashing) threads; show a tqdm bar (images/s) on stderr.
+
+    Before loading, each image's size and SHA-256 are taken
+    (:func:`vitjax.io.file_fingerprint`, which refuses anything but a regular file);
+    on resume, every image with a row is hashed again and its row reused only when
+    the image, its class and its label are unchanged. Damaged shards are set aside
+    and their images recomputed (see the module docstring); both are said in one
+    :class:`vitjax.errors.VitjaxWarning` each.
 
     Returns:
       :class:`Results`: one dict per finished image (all shards), in ``records``
-      order: ``{"image", "class", "label", "status": "ok", "reason": "",
-      **step_row}`` or ``{..., "status": "failed", "reason": why}``; ``.new`` of
-      them computed by this call. Unfinished images (another process's share still
-      running) are absent.
+      order: ``{"image", "class", "label", "bytes", "sha256", "status": "ok",
+      "reason": "", **step_row}`` or ``{..., "status": "failed", "reason": why}``;
+      ``.new`` of them computed by this call. Unfinished images (another process's
+      share still running) are absent.
 
     Raises:
-      DatasetError: a record outside ``root`` (before anything is written), an unreadable shard.
+      DatasetError: a record outside ``root`` (before anything is written).
       ValueError: ``batch_size`` or ``workers`` not positive (before anything is written).
+      KeyboardInterrupt: passed on after the loader pool is stopped (queued loads
+        cancelled); every shard written so far is complete and kept.
     """
     from tqdm import tqdm
 
@@ -92,38 +245,79 @@ def run(records: Sequence[ImageRecord], step: Step, out_dir, *, root, load: Call
     if workers is not None:
         positive_int("workers", workers)
     shards.mkdir(parents=True, exist_ok=True)
-    rows, failed = _read_shards(shards)
-    mine = process_items(records)
-    todo = [r for r in mine if key[r.path] not in rows and key[r.path] not in failed]
     prefix = f"p{jax.process_index():03d}-"
-    serial = 1 + max((int(p.stem[len(prefix):]) for p in shards.glob(prefix + "*.json")), default=0)
+    found, damaged = _read_shards(shards)
+    _set_aside(damaged, prefix)
+    now: Dict[str, Optional[Tuple[int, str]]] = {}  # image key -> (bytes, sha256) now; None: unreadable
+
+    def current(record: ImageRecord) -> Optional[Tuple[int, str]]:
+        k = key[record.path]
+        if k not in now:
+            now[k] = _fingerprint(record.path)
+        return now[k]
+
+    def pick(record: ImageRecord) -> Optional[Tuple[str, Row]]:
+        """The newest row of ``record`` that still describes it, or None."""
+        for status, entry in reversed(found.get(key[record.path], [])):
+            if _matches(entry, record, current(record)):
+                return status, entry
+        return None
+
+    mine = process_items(records)
+    seen = [r for r in mine if key[r.path] in found]
+    now.update(zip((key[r.path] for r in seen), _fingerprints([r.path for r in seen], workers), strict=True))
+    stale = [r for r in seen if pick(r) is None]
+    if stale:
+        warnings.warn(f"{key[stale[0].path]}: changed since its row was computed (size, SHA-256, class or label)"
+                      + (f", as are {len(stale) - 1} more images" if len(stale) > 1 else "")
+                      + "; computed again", VitjaxWarning, stacklevel=2)
+    todo = [r for r in mine if key[r.path] not in found or pick(r) is None]
+    serial = 1 + max((int(p.stem[len(prefix):]) for p in shards.glob(prefix + "*.json")
+                      if p.stem[len(prefix):].isdigit()), default=0)
+
+    def load_checked(record: ImageRecord):
+        k = key[record.path]
+        try:
+            now[k] = file_fingerprint(record.path)  # refuses a FIFO or device before anything opens it
+        except ValueError:
+            now[k] = None
+            raise
+        return load(record)
+
     bar = tqdm(total=len(mine), initial=len(mine) - len(todo), unit="img", disable=not progress or None,
                dynamic_ncols=True, file=sys.stderr)
     try:
-        for batch in padded_batches(todo, load, batch_size, shape=shape, workers=workers):
-            out = step(batch) if batch.count else []
-            meta = [_meta(r, key) for _, r, _ in batch.loaded()]
-            shard = {"format": FORMAT, "rows": [{**m, **o} for m, o in zip(meta, out, strict=True)],
-                     "failed": [{**_meta(r, key), "reason": why} for r, why in batch.failed]}
-            write_atomic(shards / f"{prefix}{serial:06d}.json", json.dumps(shard, allow_nan=False).encode())
-            serial += 1
-            rows.update((r["image"], r) for r in shard["rows"])
-            failed.update((f["image"], f["reason"]) for f in shard["failed"])
-            bar.update(len(batch.items))
+        batches = padded_batches(todo, load_checked, batch_size, shape=shape, workers=workers)
+        with contextlib.closing(batches):  # on Ctrl-C: queued loads cancelled at once
+            for batch in batches:
+                out = step(batch) if batch.count else []
+                meta = [_meta(r, key, now.get(key[r.path])) for _, r, _ in batch.loaded()]
+                rows = [{**m, **o} for m, o in zip(meta, out, strict=True)]
+                failed = [{**_meta(r, key, now.get(key[r.path])), "reason": why} for r, why in batch.failed]
+                shard = {"format": FORMAT, "sha256": shard_sha256(rows, failed), "rows": rows, "failed": failed}
+                write_atomic(shards / f"{prefix}{serial:06d}.json", json.dumps(shard, allow_nan=False).encode())
+                serial += 1
+                for status, entries in (("ok", rows), ("failed", failed)):
+                    for entry in entries:
+                        found.setdefault(entry["image"], []).append((status, entry))
+                bar.update(len(batch.items))
     finally:
         bar.close()
     if jax.process_count() > 1:
         from jax.experimental import multihost_utils
 
         multihost_utils.sync_global_devices("vitjax.evaluation.runner.run")
-        rows, failed = _read_shards(shards)
+        found, _ = _read_shards(shards)
     results = Results()
     for r in records:
-        k = key[r.path]
-        if k in rows:
-            results.append({**_meta(r, key), "status": "ok", "reason": "", **rows[k]})
-        elif k in failed:
-            results.append({**_meta(r, key), "status": "failed", "reason": failed[k]})
+        chosen = pick(r)
+        if chosen is None:
+            continue
+        status, entry = chosen
+        if status == "ok":
+            results.append({**_meta(r, key, now.get(key[r.path])), "status": "ok", "reason": "", **entry})
+        else:
+            results.append({**_meta(r, key, now.get(key[r.path])), "status": "failed", "reason": entry["reason"]})
     results.new = len(todo)
     return results
 
@@ -135,17 +329,28 @@ def _key(path, root: Path) -> str:
         raise DatasetError(f"{path}: not inside the dataset root {root}") from None
 
 
-def _meta(record: ImageRecord, key) -> Row:
-    return {"image": key[record.path], "class": record.class_name, "label": record.label}
+def _meta(record: ImageRecord, key, fingerprint: Optional[Tuple[int, str]]) -> Row:
+    size, digest = (None, None) if fingerprint is None else fingerprint
+    return {"image": key[record.path], "class": record.class_name, "label": record.label, "bytes": size,
+            "sha256": digest}
 
 
-def claim_folder(out, name: str, ident: Dict[str, Any]) -> None:
-    """Creates ``out`` and records a run's settings in ``out/name``; refuses a folder holding other settings.
+def claim_folder(out, name: str, ident: Dict[str, Any]) -> Optional[str]:
+    """Creates ``out`` and records a run's settings in ``out/name``; refuses a folder holding other settings' results.
 
-    Call it after every check of the run: it is the run's first write.
+    Call it after every check of the run: it is the run's first write. A folder whose
+    ``name`` holds other settings (or cannot be read) but no finished shard
+    (``out/shards/p*.json``) holds no results -- e.g. a run that failed before its first
+    batch -- and belongs to nobody: this run takes it over (``name`` is rewritten) and
+    the returned note says so.
+
+    Returns:
+      None, or a one-line note when the folder was taken over.
 
     Raises:
-      vitjax.data.datasets.DatasetError: ``out/name`` holds other settings (one line).
+      vitjax.errors.DatasetError: finished shards of other settings; the one line names
+        each differing setting with both values (``image_size: [518, 518] there,
+        [224, 224] here``), or says that ``name`` is unreadable.
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -153,9 +358,59 @@ def claim_folder(out, name: str, ident: Dict[str, Any]) -> None:
     data = (json.dumps(ident, indent=1, sort_keys=True) + "\n").encode()
     try:
         write_atomic(path, data)
+        return None
     except FileExistsError:
-        if path.read_bytes() != data:
-            raise DatasetError(f"{path}: {out} holds results of other settings; use another --out") from None
+        pass
+    try:
+        before = path.read_bytes()
+    except OSError as e:
+        before, unreadable = b"", f"unreadable ({e.strerror or e})"
+    else:
+        unreadable = None
+    if before == data:
+        return None
+    try:
+        held = json.loads(before.decode("utf-8")) if unreadable is None else None
+    except ValueError as e:
+        held, unreadable = None, f"unreadable ({one_line(e)})"
+    if unreadable is None and not isinstance(held, dict):
+        unreadable = "not a JSON object"
+    wanted = json.loads(json.dumps(ident))  # as it reads back: tuples are lists
+    diff = _differences(held, wanted) if unreadable is None else ""
+    if unreadable is None and not diff:  # the same settings, written differently: keep the folder, tidy the file
+        write_atomic(path, data, overwrite=True)
+        return None
+    finished = sorted((out / SHARDS).glob("p*.json")) if (out / SHARDS).is_dir() else []
+    if not finished:
+        write_atomic(path, data, overwrite=True)
+        was = f"other settings ({diff})" if diff else f"a {unreadable} {name}"
+        return f"{out}: held {was} but no finished results; this run takes it over"
+    if unreadable is not None:
+        raise DatasetError(f"{path}: {unreadable}, and {out} holds {len(finished)} finished shards of unknown "
+                           "settings; use another --out")
+    raise DatasetError(f"{path}: {out} holds results of other settings ({diff}); use another --out, or the "
+                       "settings it holds")
+
+
+def _flat(value: Any, prefix: str = "") -> Dict[str, Any]:
+    if isinstance(value, dict) and value:
+        out: Dict[str, Any] = {}
+        for k, v in value.items():
+            out.update(_flat(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: value}
+
+
+def _differences(held: Dict[str, Any], wanted: Dict[str, Any]) -> str:
+    """``"scale: 4 there, 2 here; options.head_fusion: "mean" there, "max" here"``; "" when equal."""
+    a, b = _flat(held), _flat(wanted)
+    absent = object()
+
+    def show(v):
+        return "absent" if v is absent else json.dumps(v)
+
+    return "; ".join(f"{k}: {show(a.get(k, absent))} there, {show(b.get(k, absent))} here"
+                     for k in sorted(set(a) | set(b)) if a.get(k, absent) != b.get(k, absent))
 
 
 def counts_line(results: Sequence[Dict[str, Any]], new: int) -> str:
