@@ -19,6 +19,7 @@ import vitjax
 import vitjax.checkpoints.load
 from vitjax.cli import visualize as cli
 from vitjax.io import load_maps
+from vitjax.viz import notes
 from vitjax.viz.figures import grid_figsize, summary_figsize
 
 REPO = Path(__file__).resolve().parents[2]
@@ -58,6 +59,12 @@ def write_jpeg(path: Path, size, seed=0):
     return path
 
 
+def random_weights(ckpt) -> bool:
+    """Whether ``ckpt`` is marked as random weights (vitjax-synthetic files are): its grids carry a banner line."""
+    model, _ = vitjax.load_checkpoint(ckpt)
+    return bool(getattr(model.config, "random_weights", False))
+
+
 def one_line_error(err: str):
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1, err
@@ -82,12 +89,15 @@ def test_bundled_photo_figures_topk_and_maps(tiny_checkpoint, tmp_path, capsys):
     # the per-image figure: 16 inches wide; the portrait photo (512 x 600) makes it 6.75 inches high
     assert summary_figsize(600 / 512) == (16.0, 6.75)
     assert png_size(run_dir / "001-grace_hopper.png") == (1600, 675)
-    # the grid: 1 row (cell 1.5 x 1.75 in), 2 columns (original + 1 layer), a provenance footer
+    # the grid: 1 row (cell 1.5 x 1.75 in), 2 columns (original + 1 layer), a provenance footer, and for random
+    # weights (a vitjax-synthetic file) a 1/4-inch banner line that says so
     assert grid_figsize(1, 2, 600 / 512, footer=True) == (7.0, 3.25)
-    assert png_size(run_dir / "grid-cumulative-01.png") == (700, 325)
+    assert grid_figsize(1, 2, 600 / 512, footer=True, banner=True) == (7.0, 3.5)
+    assert png_size(run_dir / "grid-cumulative-01.png") == (700, 350 if random_weights(tiny_checkpoint) else 325)
 
     lines = stdout.splitlines()
-    assert lines[0] == "grace_hopper.jpg"
+    random = random_weights(tiny_checkpoint)
+    assert lines[0] == "grace_hopper.jpg" + ("  [random weights: the predictions mean nothing]" if random else "")
     topk = [line for line in lines if TOPK_LINE.match(line)]
     assert len(topk) == 5
     assert lines[-2] == f"maps: {run_dir / 'maps.msgpack'} (read with vitjax.io.load_maps)"  # names its file
@@ -122,8 +132,9 @@ def test_bundled_photo_figures_topk_and_maps(tiny_checkpoint, tmp_path, capsys):
     assert len(meta["topk_labels"][0]) == 5 and all(isinstance(s, str) for s in meta["topk_labels"][0])
 
     tsv = (run_dir / "predictions.tsv").read_text().splitlines()
-    assert tsv[0].split("\t") == ["image", "true_class", "rank", "class_index", "class_name", "probability"]
-    assert len(tsv) == 6
+    assert tsv[0].split("\t") == ["image", "true_class", "rank", "class_index", "class_name", "probability",
+                                  "random_weights"]
+    assert len(tsv) == 6 and {row.split("\t")[-1] for row in tsv[1:]} == {"true" if random else "false"}
 
 
 def record_figures(monkeypatch):
@@ -163,7 +174,7 @@ def test_precision_and_rollout_options_reach_every_figure_and_the_maps(make_chec
     sha = hashlib.sha256(Path(tiny_checkpoint).read_bytes()).hexdigest()[:12]
     for name, text in figures:
         flat = " ".join(text.split())
-        assert f"{Path(tiny_checkpoint).name} (sha256 {sha})" in flat
+        assert f"{Path(tiny_checkpoint).name} (sha256 {sha}" in flat
         assert "224\u00d7224 px input, 14\u00d714 patches" in flat and "precision bfloat16" in flat
         if name.startswith("001"):  # the summary's map is the rollout: every option applies
             assert "joint map: head fusion max, discard ratio 0.5, start layer 1, residual" in flat
@@ -236,7 +247,7 @@ def test_folder_of_real_photos_in_batches(tiny_checkpoint, tmp_path, capsys, mon
     for p, aspect in zip(summaries, aspects, strict=True):
         assert png_size(p) == tuple(int(v * 100) for v in summary_figsize(aspect))
     # 5 rows, each as high as its photo; 2 columns (original + 1 layer)
-    width, height = grid_figsize(5, 2, aspects, footer=True)
+    width, height = grid_figsize(5, 2, aspects, footer=True, banner=random_weights(tiny_checkpoint))
     assert png_size(run_dir / "grid-layer-01.png") == (int(width * 100), int(height * 100))
     assert sum(1 for line in stdout.splitlines() if TOPK_LINE.match(line)) == 25
     assert "100%" in stderr  # progress bar on a multi-batch run
@@ -281,7 +292,7 @@ def test_caltech101_tree_per_class_heads(tiny_checkpoint, tmp_path, capsys):
     fourth = [line.split("  (true class")[0] for line in stdout.splitlines() if "true class" in line][3]
     with Image.open(root / "101_ObjectCategories" / fourth) as im:  # e.g. Faces/image_0002.jpg
         aspect = im.height / im.width
-    width, height = grid_figsize(1, 3, aspect, footer=True)
+    width, height = grid_figsize(1, 3, aspect, footer=True, banner=random_weights(tiny_checkpoint))
     assert width == 7.25  # 1.5 + 3 * 1.5 + 2 * 0.0625 + 1.0
     assert png_size(run_dir / "grid-heads-layer1-02.png") == (725, int(height * 100))
     # the same seed picks the same images
@@ -329,7 +340,7 @@ def test_model_without_head_shows_its_heads(make_checkpoint, tmp_path, capsys, m
     assert maps["metadata"]["head"] == "none"
     tsv = (run_dir / "predictions.tsv").read_text().splitlines()
     assert len(tsv) == 2 and tsv[1].split("\t")[2:] == ["", "", "no classification head (the model outputs features)",
-                                                        ""]
+                                                        "", str(random_weights(ckpt)).lower()]
 
 
 def test_zero_head_says_no_trained_head_instead_of_predicting(tmp_path, capsys, monkeypatch):
@@ -351,7 +362,7 @@ def test_zero_head_says_no_trained_head_instead_of_predicting(tmp_path, capsys, 
     (run_dir,) = run_dirs(tmp_path / "out")
     tsv = (run_dir / "predictions.tsv").read_text().splitlines()
     assert [row.split("\t")[2:] for row in tsv[1:]] == [["", "", "no trained head (the classifier weights are all "
-                                                                "zero)", ""]]
+                                                                "zero)", "", str(random_weights(ckpt)).lower()]]
     maps = load_maps(run_dir / "maps.msgpack")
     assert maps["metadata"]["head"] == "no trained head" and maps["arrays"]["topk_probs"].shape == (1, 0)
     # the maps are still drawn, each divided by its maximum: x * (1 / max) is within one rounding of 1 at the peak
@@ -425,6 +436,153 @@ def test_class_specific_method_beside_the_rollout(tiny_checkpoint, tmp_path, cap
     np.testing.assert_array_equal(saved["arrays"]["class_maps"], np.asarray(ref))
     assert saved["metadata"]["class_targets"] == [int(np.argmax(logits[0]))]
     assert saved["metadata"]["method"] == "generic"
+
+
+# --------------------------------------------------------------------------- figures that say nothing false
+
+
+def keep_figures(monkeypatch):
+    """Every figure a run saves, as (file name, Figure), saved as usual."""
+    from vitjax.viz import drawing
+
+    seen = []
+    save = drawing.save_figure
+    monkeypatch.setattr(drawing, "save_figure", lambda fig, path, **kw: seen.append((Path(path).name, fig))
+                        or save(fig, path, **kw))
+    return seen
+
+
+def ringed(ax):
+    """The patches (i, j) of a 14 x 14 grid ringed on an image axes (two Ellipse patches per ring)."""
+    from matplotlib.patches import Ellipse
+
+    h, w = ax.get_images()[0].get_array().shape[:2]
+    return sorted({(int((p.center[1] + 0.5) // (h / 14)), int((p.center[0] + 0.5) // (w / 14)))
+                   for p in ax.patches if isinstance(p, Ellipse)})
+
+
+def all_text(fig) -> str:
+    words = [t.get_text() for t in fig.texts]
+    for ax in fig.axes:
+        words += [ax.get_title(), ax.get_ylabel()] + [t.get_text() for t in ax.texts]
+    return " ".join(" ".join(words).split())
+
+
+def sink_checkpoint(tmp_path: Path, layer: int) -> Path:
+    """A 2-layer testing model (with a head) whose head 1 of ``layer`` (0-based) sinks patch (3, 5).
+
+    The patch's position embedding is huge (a high-norm token): its LayerNorm output is ~u in every
+    layer; that layer's head 1 has a key along u and a constant query that seeks it (as in
+    test_high_norm_tokens_and_attention_sinks_are_flagged_and_drawn).
+    """
+    from vitjax.checkpoints.synthetic import random_checkpoint, save_npz
+    from vitjax.model.config import get_config
+
+    flat = random_checkpoint(get_config("testing", num_layers=2), seed=4)
+    u = np.resize([1.0, -1.0], 10)
+    flat["Transformer/posembed_input/pos_embedding"][0, 1 + 3 * 14 + 5] = 100.0 * (1.0 + u)
+    block = f"Transformer/encoderblock_{layer}/"
+    att = block + "MultiHeadDotProductAttention_1/"
+    flat[block + "LayerNorm_0/scale"][:] = 1.0
+    flat[block + "LayerNorm_0/bias"][:] = 0.0
+    flat[att + "key/kernel"][:, 0, :] = 0.0
+    flat[att + "key/kernel"][:, 0, 0] = u / np.sqrt(10.0)
+    flat[att + "key/bias"][0] = 0.0
+    flat[att + "query/kernel"][:, 0, :] = 0.0
+    flat[att + "query/bias"][0] = [30.0, 0, 0, 0, 0]
+    return save_npz(flat, tmp_path / f"sink-layer{layer + 1}.npz")
+
+
+def test_sink_rings_only_on_the_maps_that_include_the_sinks_layer(tmp_path, capsys, monkeypatch):
+    figures = keep_figures(monkeypatch)
+    layer2 = sink_checkpoint(tmp_path, 1)  # a sink of layer 2 only
+    # each layer's own map: before, the layer-2 sink was ringed on the "layer 1" tile as well
+    code, _, stderr = run(base(layer2, tmp_path / "a") + ["--method", "layer", "--save-maps"], capsys)
+    assert code == 0, stderr
+    (run_dir,) = run_dirs(tmp_path / "a")
+    assert load_maps(run_dir / "maps.msgpack")["metadata"]["sink_layers"] == [[2]]
+    grid = dict(figures)["grid-layer-01.png"]
+    assert [ringed(ax) for ax in grid.axes[:3]] == [[], [], [(3, 5)]]  # original, layer 1, layer 2
+    summary = dict(figures)["001-grace_hopper.png"]  # the rollout of layers 1-2 includes layer 2: ringed, and said
+    assert ringed(summary.axes[1]) == [(3, 5)] and "layer-2 attention sink (\u25cb" in all_text(summary)
+    figures.clear()
+    code, _, stderr = run(base(layer2, tmp_path / "b") + ["--method", "cumulative", "--no-summary"], capsys)
+    assert code == 0, stderr
+    grid = dict(figures)["grid-cumulative-01.png"]
+    assert [ringed(ax) for ax in grid.axes[:3]] == [[], [], [(3, 5)]]  # original, layer 1, layers 1-2
+    # a class map is not the rollout: no ring and no rollout sink note on it; the grid rings the rollout column only
+    figures.clear()
+    code, _, stderr = run(base(layer2, tmp_path / "c") + ["--method", "generic"], capsys)
+    assert code == 0, stderr
+    summary, grid = dict(figures)["001-grace_hopper.png"], dict(figures)["grid-generic-01.png"]
+    assert not any(ringed(ax) for ax in summary.axes if ax.get_images())  # before: ringed on the generic map
+    assert "attention sink" not in all_text(summary) and "rollout (grid)" not in all_text(summary)
+    assert [ringed(ax) for ax in grid.axes[:3]] == [[], [(3, 5)], []]  # original, rollout, generic
+
+
+def test_a_left_out_layers_sink_is_ringed_nowhere(tmp_path, capsys, monkeypatch):
+    figures = keep_figures(monkeypatch)
+    layer1 = sink_checkpoint(tmp_path, 0)  # a sink of layer 1 only
+    code, _, stderr = run(base(layer1, tmp_path) + ["--start-layer", "1"], capsys)
+    assert code == 0, stderr
+    assert [name for name, _ in figures] == ["001-grace_hopper.png", "grid-cumulative-01.png"]
+    for name, fig in figures:  # before: ringed on the rollout of layer 2 and on the "layer 2" tile
+        assert not any(ringed(ax) for ax in fig.axes if ax.get_images()), name
+    summary = all_text(dict(figures)["001-grace_hopper.png"])
+    assert "left out by start layer 1" in summary or "leaves layer 1 out" in summary
+    assert "\u25cb" not in summary  # no ring is drawn, so none is named
+
+
+def force_random_weights(monkeypatch, value: bool):
+    """Loads every checkpoint with ``config.random_weights = value`` (a synthetic file, or a trained one)."""
+    import dataclasses
+
+    load = cli.load_checkpoint
+
+    def loaded(*a, **kw):
+        model, params = load(*a, **kw)
+        return model.clone(config=dataclasses.replace(model.config, random_weights=value)), params
+
+    monkeypatch.setattr(cli, "load_checkpoint", loaded)
+
+
+@pytest.mark.parametrize("random", [True, False])
+def test_random_weights_are_said_on_every_figure_the_tsv_and_the_console(tiny_checkpoint, tmp_path, capsys,
+                                                                         monkeypatch, random):
+    force_random_weights(monkeypatch, random)
+    figures = keep_figures(monkeypatch)
+    code, stdout, stderr = run(base(tiny_checkpoint, tmp_path) + ["--method", "layer"], capsys)
+    assert code == 0, stderr
+    assert [name for name, _ in figures] == ["001-grace_hopper.png", "grid-layer-01.png"]
+    for name, fig in figures:
+        text = all_text(fig)
+        # before: "top-1: ..." of random weights with nothing saying so
+        assert ("random weights" in text) == random, name
+        assert (notes.RANDOM_BANNER in text and "; random weights)" in text) == random, name  # banner and footer
+    (run_dir,) = run_dirs(tmp_path)
+    rows = [line.split("\t") for line in (run_dir / "predictions.tsv").read_text().splitlines()]
+    assert rows[0][-1] == "random_weights" and {row[-1] for row in rows[1:]} == {"true" if random else "false"}
+    first = stdout.splitlines()[0]
+    assert first == "grace_hopper.jpg" + (f"  [{notes.RANDOM_CONSOLE}]" if random else "")
+
+
+@pytest.mark.parametrize("size", [(20000, 20), (20, 20000)])
+def test_extreme_aspect_photos_draw_visible_panels(tiny_checkpoint, tmp_path, capsys, monkeypatch, size):
+    photo = tmp_path / "photos" / "odd.png"
+    photo.parent.mkdir()
+    Image.new("RGB", size, (200, 120, 30)).save(photo)
+    figures = keep_figures(monkeypatch)
+    code, _, stderr = run(base(tiny_checkpoint, tmp_path / "out") + ["--images", photo], capsys)
+    assert code == 0, stderr
+    assert len(figures) == 2
+    for name, fig in figures:
+        fw, fh = fig.get_size_inches()
+        for ax in fig.axes:
+            if ax.get_images():
+                box = ax.get_position()
+                # before: the panels were 0 px wide (or high), and the run exited 0
+                assert min(box.width * fw, box.height * fh) * fig.dpi >= 37, name  # 1:4 in a 1.5-inch cell at least
+        assert "drawn 250\u00d7" in all_text(fig), name  # and the figure says it is stretched
 
 
 # --------------------------------------------------------------------------- errors
@@ -530,8 +688,8 @@ def test_progress_never_mixes_with_predictions_in_a_file(tiny_checkpoint, tmp_pa
     assert done.returncode == 0, text
     assert "\r" not in text and "it/s" not in text and "image/s" not in text  # before: "\r 33%|###..." fragments
     lines = text.splitlines()
-    starts = [i for i, line in enumerate(lines) if re.fullmatch(r"p\d\.jpg", line)]
-    assert [lines[i] for i in starts] == ["p0.jpg", "p1.jpg", "p2.jpg"]
+    starts = [i for i, line in enumerate(lines) if re.fullmatch(r"p\d\.jpg(  \[random weights: .*\])?", line)]
+    assert [lines[i].split()[0] for i in starts] == ["p0.jpg", "p1.jpg", "p2.jpg"]
     for i in starts:  # each image's five predictions follow it, whole and in order
         assert all(TOPK_LINE.match(line) for line in lines[i + 1:i + 6])
     assert lines[-1].startswith("wrote 0 figure(s) for 3 image(s)")  # stdout flushed in order with stderr

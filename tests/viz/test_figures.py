@@ -295,8 +295,9 @@ def test_cumulative_grid_names_the_start_layer_and_marks_left_out_tiles(rng):
     photos = [rng.integers(0, 256, (60, 80, 3), np.uint8), rng.integers(0, 256, (80, 60, 3), np.uint8)]
     maps = rng.random((2, 4, 14, 14)).astype(np.float32)
     maps[:, :2] = 0.0  # what compute_maps gives for layers before start_layer 2: all zero
-    sinks = np.zeros((14, 14), bool)
-    sinks[3, 4] = True
+    by_layer = np.zeros((4, 14, 14), bool)
+    by_layer[2, 3, 4] = True  # a sink of layer 3: ringed on "layer 3" and "layers 3-4"
+    sinks = plotting.tile_sinks(by_layer, "cumulative", 2)
     fig = plotting.layer_grid(photos, maps, method="cumulative", start_layer=2, start_flag="--start-layer 2",
                               sinks=[sinks, sinks])
     title = fig.texts[0].get_text().replace("\n", " ")

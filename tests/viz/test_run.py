@@ -85,7 +85,9 @@ def test_run_from_python_collects_outputs_through_callbacks(tiny_checkpoint, tmp
                                                                           "image file)")]
     assert sorted(p.name for p in result.written) == ["grid-rollout-01.png", "predictions.tsv"]
     assert result.figures == 1 and result.maps_file is None
-    assert out[0].splitlines()[0] == "red.png" and len(out[0].splitlines()) == 3
+    random = getattr(model.config, "random_weights", False)  # a vitjax-synthetic file: its console lines say so
+    assert out[0].splitlines()[0] == "red.png" + (f"  [{notes.RANDOM_CONSOLE}]" if random else "")
+    assert len(out[0].splitlines()) == 3
     assert err == [f"warning: skipped {photos / 'zz.png'}: cannot read image (cannot identify image file)"]
 
 
@@ -133,25 +135,39 @@ def test_sink_note_names_the_layer_head_shares_and_start_layer():
     assert np.argwhere(mask).tolist() == [[1, 1]]
     assert note == ("rollout peak = layer-1 attention sink (\u25cb, takes 90% of head 2's attention, 46% of the "
                     "layer's); --start-layer 1 leaves layer 1 out")
-    assert notes.sink_note(received, peak, start_layer=1)[1] == (
-        "rollout peak on a layer-1 attention sink (\u25cb, takes 90% of head 2's attention, 46% of the layer's), "
-        "though start layer 1 leaves layer 1 out")
-    assert notes.sink_note(received, elsewhere, start_layer=1)[1] == (
-        "1 attention sink (\u25cb, > 25% of one head's attention in layer 1, left out by start layer 1), not the "
-        "rollout's peak")
+    # start layer 1: the rollout of layers 2-3 does not include layer 1's attention: no ring, and no \u25cb in the note
+    # (before: the mask ringed the layer-1 sink on the map of layers 2-3, and the note drew \u25cb for it)
+    assert notes.sink_note(received, peak, start_layer=1) == (
+        None, "rollout peak on a layer-1 attention sink (takes 90% of head 2's attention, 46% of the layer's), "
+              "though start layer 1 leaves layer 1 out")
+    assert notes.sink_note(received, elsewhere, start_layer=1) == (
+        None, "1 attention sink of layer 1 (> 25% of one head's attention), left out by start layer 1: not ringed")
     received[1, 0, 1, 1], received[2, 0, 0, 0] = 0.8, 0.7  # the peak patch is a sink of layers 1 and 2; another in 3
-    assert notes.sink_note(received, peak)[1] == (
+    # two rings: the note names both (before: it named the peak's only)
+    mask, note = notes.sink_note(received, peak)
+    assert np.argwhere(mask).tolist() == [[0, 0], [1, 1]]
+    assert note == (
         "rollout peak = attention sink of layers 1, 2 (\u25cb, takes 90% of layer-1 head 2's attention, 46% of the "
-        "layer's); --start-layer 2 leaves layers 1\u20132 out")
-    assert notes.sink_note(received, peak, start_layer=1)[1] == (
+        "layer's); --start-layer 2 leaves layers 1\u20132 out; 1 more attention sink (\u25cb, > 25% of one head's "
+        "attention in layer 3)")
+    mask, note = notes.sink_note(received, peak, start_layer=1)
+    assert np.argwhere(mask).tolist() == [[0, 0], [1, 1]]  # (1, 1) is a sink of layer 2 too
+    assert note == (
         "rollout peak = layer-2 attention sink (\u25cb, takes 80% of head 1's attention, 40% of the layer's); "
-        "--start-layer 2 leaves layers 1\u20132 out")
+        "--start-layer 2 leaves layers 1\u20132 out; 1 more attention sink (\u25cb, > 25% of one head's attention in "
+        "layer 3)")
+    mask, note = notes.sink_note(received, peak, start_layer=2)  # only layer 3 is in the rollout
+    assert np.argwhere(mask).tolist() == [[0, 0]]
+    assert note == ("rollout peak on an attention sink of layers 1, 2 (takes 90% of layer-1 head 2's attention, 46% "
+                    "of the layer's), though start layer 2 leaves layers 1\u20132 out; 1 attention sink (\u25cb, > 25% "
+                    "of one head's attention in layer 3)")
     assert notes.sink_note(received, elsewhere)[1] == (
         "2 attention sinks (\u25cb, > 25% of one head's attention in layers 1, 2, 3), not the rollout's peak")
     last = np.zeros((4, 4))
     last[0, 0] = 1.0  # a sink of the last layer: no start layer leaves it out
     assert notes.sink_note(received, last)[1] == ("rollout peak = layer-3 attention sink (\u25cb, takes 70% of "
-                                                      "head 1's attention, 36% of the layer's)")
+                                                      "head 1's attention, 36% of the layer's); 1 more attention "
+                                                      "sink (\u25cb, > 25% of one head's attention in layers 1, 2)")
     assert notes.sink_note(np.full((3, 2, 4, 4), 1 / 16), peak) == (None, None)
     with pytest.raises(ValueError, match="joint_map"):
         notes.sink_note(received, np.zeros((4, 5)))

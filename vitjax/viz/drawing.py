@@ -4,8 +4,10 @@ Arrays: :func:`upsample_map` (a ``[gh, gw]`` map to a photo's own size),
 :func:`overlay` (a map laid over a photo), :func:`as_photo`,
 :func:`photo_array`. Layout, all in inches from the bottom-left corner of a
 ``matplotlib.figure.Figure`` (never pyplot's global state): :func:`new_figure`,
-:func:`axes_at`, :func:`image_axes`, :func:`fit_box`, :func:`colorbar`, :func:`left_out_tile`,
-:func:`mark_patches`, :func:`mark_tokens`; text: :func:`shorten`, :func:`wrap`, :func:`note_title`, :func:`layer_span`,
+:func:`axes_at`, :func:`image_axes`, :func:`fit_box`, :func:`display_aspect`, :func:`at_display_aspect`,
+:func:`stretch_note`,
+:func:`colorbar`, :func:`left_out_tile`, :func:`mark_patches`, :func:`mark_tokens`; text: :func:`shorten`,
+:func:`wrap`, :func:`note_title`, :func:`layer_span`,
 :func:`probability_axis`, :func:`probability_text`. Output:
 :func:`figure_png`, :func:`save_figure` (atomic, through :func:`vitjax.io.write_atomic`).
 """
@@ -15,9 +17,10 @@ from __future__ import annotations
 import io
 import math
 import os
+import re
 import textwrap
 from pathlib import Path
-from typing import Optional, Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from matplotlib import colormaps
@@ -32,12 +35,15 @@ from vitjax.io import write_atomic
 
 __all__ = [
     "DPI",
+    "MAX_ASPECT",
     "MODES",
     "as_photo",
+    "at_display_aspect",
     "axes_at",
     "check_mode",
     "colorbar",
     "colour_map",
+    "display_aspect",
     "figure_png",
     "fit_box",
     "image_axes",
@@ -53,6 +59,7 @@ __all__ = [
     "probability_text",
     "save_figure",
     "shorten",
+    "stretch_note",
     "upsample_map",
     "wrap",
 ]
@@ -61,6 +68,11 @@ __all__ = [
 DPI = 100
 #: Renderings of a map over a photo.
 MODES = ("heatmap", "mask")
+#: The most elongated a panel is drawn (height / width in [1 / MAX_ASPECT, MAX_ASPECT]). A photo beyond it is
+#: drawn stretched to it, and its figure says so (:func:`stretch_note`): at its own aspect a 20000x20 px photo
+#: gave panels 0 px high. Why 4: a 1:4 panel in a 1.5-inch grid cell is still 0.375 in (37 px at 100 dpi) across,
+#: and the usual photo shapes (4:3, 3:2, 16:9, phone portraits 9:19.5) stay undistorted.
+MAX_ASPECT = 4.0
 
 ArrayLike = Union[np.ndarray, Sequence]
 Box = Tuple[float, float, float, float]  # (x, y, width, height) in inches from the bottom-left corner
@@ -207,6 +219,43 @@ def new_figure(figsize: Tuple[float, float], dpi: float = DPI) -> Figure:
     return fig
 
 
+def display_aspect(height: float, width: float) -> float:
+    """The aspect ``h / w`` a ``height x width`` photo is drawn at: its own, clipped to
+    ``[1 / MAX_ASPECT, MAX_ASPECT]`` (:data:`MAX_ASPECT`), so no panel is a sliver."""
+    a = float(height) / max(float(width), 1e-12)
+    return min(max(a, 1.0 / MAX_ASPECT), MAX_ASPECT)
+
+
+def stretch_note(height: float, width: float) -> str:
+    """What a figure says of a photo drawn stretched (:func:`display_aspect`): ``"drawn 250\u00d7 taller"``,
+    ``"drawn 6.2\u00d7 wider"``, or ``""`` for a photo drawn at its own aspect."""
+    a = float(height) / max(float(width), 1e-12)
+    k = display_aspect(height, width) / a
+    if max(k, 1.0 / k) < 1.05:  # less than 5 % (the rounding of a shrunk display copy): not worth a word
+        return ""
+    k, how = (k, "taller") if k > 1 else (1.0 / k, "wider")
+    return f"drawn {k:.0f}\u00d7 {how}" if k >= 10 else f"drawn {k:.1f}\u00d7 {how}"
+
+
+def at_display_aspect(photo: ArrayLike) -> np.ndarray:
+    """uint8 ``[h', w', 3]``: the photo resampled (bilinear) to its :func:`display_aspect`, or unchanged
+    when that is its own.
+
+    A stretched panel then holds enough pixels along its short side to show a
+    ``[gh, gw]`` map: a 20000x20 photo's 1024x1 display copy would show one row
+    of the map; at 1:4 it shows them all. The long side keeps its length.
+    """
+    from PIL import Image
+
+    img = as_photo(photo)
+    h, w = img.shape[:2]
+    a = display_aspect(h, w)
+    if abs(a * w / h - 1.0) < 1e-9:
+        return img
+    size = (w, max(1, round(w * a))) if a > h / w else (max(1, round(h / a)), h)  # PIL: (width, height)
+    return np.asarray(Image.fromarray(img).resize(size, Image.BILINEAR), dtype=np.uint8)
+
+
 def fit_box(aspect_hw: float, box: Box) -> Box:
     """Largest ``(x, y, w, h)`` of aspect ``h / w = aspect_hw`` centred in ``box`` (inches)."""
     x, y, bw, bh = box
@@ -222,10 +271,14 @@ def axes_at(fig: Figure, box: Box):
     return fig.add_axes((x / fw, y / fh, w / fw, h / fh))
 
 
-def image_axes(fig: Figure, box: Box, image: np.ndarray):
-    """Axes at ``box`` (inches) showing ``image`` with no ticks or frame."""
+def image_axes(fig: Figure, box: Box, image: np.ndarray, *, stretch: bool = False):
+    """Axes at ``box`` (inches) showing ``image`` with no ticks or frame.
+
+    With ``stretch``, the image fills ``box`` whatever its own aspect (the figures pass boxes of
+    :func:`display_aspect`); otherwise it keeps square pixels and the axes shrink to fit it.
+    """
     ax = axes_at(fig, box)
-    ax.imshow(image, interpolation="antialiased")
+    ax.imshow(image, interpolation="antialiased", aspect="auto" if stretch else "equal")
     ax.set_xticks([])
     ax.set_yticks([])
     for spine in ax.spines.values():
@@ -258,7 +311,7 @@ def left_out_tile(fig: Figure, box: Box, photo: ArrayLike, text: str = "left out
     """
     grey = as_photo(photo).astype(np.float32).mean(axis=-1, keepdims=True)
     faded = np.repeat(np.rint(0.25 * grey + 0.75 * 205.0), 3, axis=-1).astype(np.uint8)
-    ax = image_axes(fig, box, faded)
+    ax = image_axes(fig, box, faded, stretch=True)
     ax.text(0.5, 0.5, text, ha="center", va="center", fontsize=fontsize, color="#333333", transform=ax.transAxes,
             bbox=dict(boxstyle="round,pad=0.3", facecolor="white", edgecolor="#999999", linewidth=0.5))
     return ax
@@ -268,29 +321,47 @@ def mark_patches(ax, mask: ArrayLike, size_hw: Tuple[int, int], marker: str = "s
     """Marks the patches where ``mask [gh, gw]`` is True on an image of ``size_hw`` pixels.
 
     ``marker="square"`` outlines each patch (high-norm tokens, ``\u25a1``);
-    ``"circle"`` draws a ring around it, 1.5 patches across, so the map under the
-    patch stays visible (attention sinks, ``\u25cb``).
+    ``"circle"`` draws a ring around it, a circle on the page (whatever the
+    photo's aspect, the patch's shape or a stretched panel) 1.5 times the
+    patch's longer side across, so the map under the patch stays visible
+    (attention sinks, ``\u25cb``).
     Either is white with a thin black edge, visible on dark and light photos
-    alike. Returns the number of patches marked.
+    alike. Two patches (black, then white) per marked patch. Returns the number
+    of patches marked.
 
     Raises:
-      ValueError: an unknown ``marker``.
+      ValueError: an unknown ``marker``, or ``mask`` not ``[gh, gw]``.
     """
     if marker not in ("square", "circle"):
         raise ValueError(f"marker must be 'square' or 'circle', got {marker!r}")
     mask = np.asarray(mask, bool)
+    if mask.ndim != 2:
+        raise ValueError(f"mask must be [gh, gw], got shape {mask.shape}")
     h, w = size_hw
     gh, gw = mask.shape
     ph, pw = h / gh, w / gw
+    # data units (photo pixels) per inch on the page along x and y: equal for square pixels, not on a stretched
+    # panel; the ring is an Ellipse in data units that is a circle on the page
+    ux, uy = _data_per_inch(ax)
+    d_in = 1.5 * max(pw / ux, ph / uy)
     for i, j in zip(*np.nonzero(mask), strict=True):
         x, y = j * pw - 0.5, i * ph - 0.5  # imshow puts pixel centres on integers
         for colour, width in (("black", 2.4), ("white", 1.2)):
             if marker == "square":
                 ax.add_patch(Rectangle((x, y), pw, ph, fill=False, edgecolor=colour, linewidth=width))
             else:
-                ax.add_patch(Ellipse((x + pw / 2, y + ph / 2), 1.5 * pw, 1.5 * ph, fill=False, edgecolor=colour,
+                ax.add_patch(Ellipse((x + pw / 2, y + ph / 2), d_in * ux, d_in * uy, fill=False, edgecolor=colour,
                                      linewidth=width))
     return int(mask.sum())
+
+
+def _data_per_inch(ax) -> Tuple[float, float]:
+    """Data units per inch of ``ax`` on its figure along x and y, where it is drawn (its aspect applied)."""
+    ax.apply_aspect()
+    fw, fh = ax.figure.get_size_inches()
+    pos = ax.get_position()
+    (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
+    return abs(x1 - x0) / max(pos.width * fw, 1e-12), abs(y1 - y0) / max(pos.height * fh, 1e-12)
 
 
 def mark_tokens(ax, outliers: Optional[ArrayLike], sinks: Optional[ArrayLike], size_hw: Tuple[int, int]) -> None:
@@ -318,15 +389,44 @@ def wrap(text: str, width: int, lines: Optional[int] = None) -> str:
 
     Breaks at spaces and after a ``/`` (paths), never at a hyphen
     (``all-terrain_bike`` stays whole), inside a word only when it is longer
-    than a line.
+    than a line. No line is left holding a lone short token (``"1)"``, ``"out"``):
+    a short number stays with the word before it (``"layer 1)"``, ``"head 6's"``),
+    and the lines are balanced: the narrowest width that needs no more lines than
+    ``width`` does, so the last line is as full as the others.
     """
-    parts = textwrap.wrap(str(text).replace("/", "/ "), width=max(1, width), break_long_words=True,
-                          break_on_hyphens=False) or [""]
-    parts = [p.replace("/ ", "/") for p in parts]
+    width = max(1, int(width))
+    glued = _GLUE_SIGN.sub("\\1\u00a0", _GLUE_NEXT.sub("\\1\u00a0", _GLUE.sub("\u00a0", str(text))))
+    # a joined unit longer than a line would be cut inside a word: it is not joined
+    glued = " ".join(w if len(w) <= width else w.replace("\u00a0", " ") for w in glued.split(" "))
+    glued = glued.replace("/", "/ ")  # textwrap breaks at ASCII whitespace only: a no-break space joins
+
+    def greedy(w: int) -> List[str]:
+        return textwrap.wrap(glued, width=w, break_long_words=True, break_on_hyphens=False) or [""]
+
+    parts = greedy(width)
+    if len(parts) > 1 and (lines is None or len(parts) <= lines):
+        # the greedy line count only grows as the width shrinks: bisect the narrowest width, never narrower than
+        # the longest word (balancing must not break a word that fits a line)
+        lo, hi = min(width, max(len(word) for word in glued.split(" "))), width  # " ": a no-break space joins
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if len(greedy(mid)) <= len(parts):
+                hi = mid
+            else:
+                lo = mid + 1
+        parts = greedy(lo)
+    parts = [p.replace("/ ", "/").replace("\u00a0", " ") for p in parts]
     if lines is not None and len(parts) > lines:
         parts = parts[:lines]
         parts[-1] = parts[-1][: max(1, width - 1)].rstrip() + "\u2026"
     return "\n".join(parts)
+
+
+# a space between a word and a short token that starts with a digit ("layer 1)", "12;", "head 6's"), and after a
+# count that opens a clause ("; 1 more") or a lone sign and what it applies to ("> 25%"): never a line break
+_GLUE = re.compile(r"(?<=[^\W_]) (?=\d\S{0,3}(?:\s|$))")
+_GLUE_NEXT = re.compile(r"((?:^|[;:,(]\s)\d{1,4}) (?=\S)")
+_GLUE_SIGN = re.compile(r"((?:^|\s)[<>=~\u2248\u2264\u2265]) (?=\S)")
 
 
 def layer_span(first: int, last: int) -> str:

@@ -38,9 +38,11 @@ from vitjax.viz.drawing import (
     ArrayLike,
     Box,
     as_photo,
+    at_display_aspect,
     axes_at,
     check_mode,
     colorbar,
+    display_aspect,
     fit_box,
     image_axes,
     layer_span,
@@ -52,6 +54,7 @@ from vitjax.viz.drawing import (
     probability_axis,
     probability_text,
     shorten,
+    stretch_note,
     upsample_map,
     wrap,
 )
@@ -67,6 +70,7 @@ __all__ = [
     "rollout_grid",
     "summary_figsize",
     "summary_figure",
+    "tile_sinks",
 ]
 
 NAMES_W = 2.4  # inches: the class-name column left of the bars
@@ -90,7 +94,7 @@ def predictions_panel(fig: Figure, box: Box, labels: Sequence[str], probs: Seque
         raise ValueError(f"labels and probs differ in length ({len(labels)} vs {k})")
     row_h = box[3] / k
     for fontsize in (9.0, 8.0, 7.0, 6.0):  # the largest font at which every name fits whole
-        width = int(NAMES_W * 72 / (0.55 * fontsize))
+        width = int(NAMES_W * 72 / (0.62 * fontsize))  # ~0.6 em per character, wide letters included
         room = max(1, int(row_h * 0.95 * 72 / (1.2 * fontsize)))
         names = [wrap(name, width) for name in labels]
         if max(n.count("\n") + 1 for n in names) <= room:
@@ -121,30 +125,34 @@ def heads_panel(fig: Figure, box: Box, img: np.ndarray, head_maps: ArrayLike, ti
 
     Args:
       img: uint8 ``[h, w, 3]``; head_maps: ``[H, gh, gw]`` in [0, 1].
-      marks: ``(outliers, sinks)`` masks ``[gh, gw]`` bool or None (:func:`vitjax.viz.drawing.mark_tokens`).
+      marks: ``(outliers, sinks)``, each None, a mask ``[gh, gw]`` bool for every head, or ``[H, gh, gw]``
+        one per head (:func:`vitjax.viz.drawing.mark_tokens`): a sink is ringed only on the heads that sink it.
       style: keywords of :func:`vitjax.viz.drawing.overlay` (mode, cmap, alpha).
 
     Raises:
-      ValueError: ``head_maps`` not ``[H, gh, gw]``.
+      ValueError: ``head_maps`` not ``[H, gh, gw]``, or masks of another shape.
     """
     maps = np.asarray(head_maps, np.float32)
     if maps.ndim != 3:
         raise ValueError(f"head_maps must be [H, gh, gw], got shape {maps.shape}")
     n = maps.shape[0]
+    outliers, sinks = (_per_tile(m, n, maps.shape[1:], name)
+                       for m, name in zip(marks, ("outliers", "sinks"), strict=True))
     x0, y0, bw, bh = box
     h, w = img.shape[:2]
+    aspect = display_aspect(h, w)
     bh -= 0.1  # panel title
     label_h = 0.17
 
     def tile(cols: int) -> float:  # tile width with ``cols`` columns
         rows = -(-n // cols)
         by_w = (bw - (cols - 1) * GAP) / cols
-        by_h = (bh - rows * label_h - (rows - 1) * GAP) / rows / (h / w)
+        by_h = (bh - rows * label_h - (rows - 1) * GAP) / rows / aspect
         return min(by_w, by_h)
 
     cols = max(range(1, n + 1), key=tile)
     tw = tile(cols)
-    th = tw * h / w
+    th = tw * aspect
     rows = -(-n // cols)
     used_w = cols * tw + (cols - 1) * GAP
     used_h = rows * (th + label_h) + (rows - 1) * GAP
@@ -157,9 +165,21 @@ def heads_panel(fig: Figure, box: Box, img: np.ndarray, head_maps: ArrayLike, ti
         r, c = divmod(i, cols)
         x = left + c * (tw + GAP)
         y = top - (r + 1) * (th + label_h) - r * GAP
-        ax = image_axes(fig, (x, y, tw, th), overlay(img, ups[i], **style))
+        ax = image_axes(fig, (x, y, tw, th), overlay(img, ups[i], **style), stretch=True)
         ax.set_title(f"head {i + 1}", fontsize=7, pad=2)
-        mark_tokens(ax, *marks, (h, w))
+        mark_tokens(ax, outliers[i], sinks[i], (h, w))
+
+
+def _per_tile(mask, n: int, grid: Tuple[int, int], name: str) -> List[Optional[np.ndarray]]:
+    """``n`` masks ``[gh, gw]`` (or None) from None, one ``[gh, gw]`` mask for every tile, or ``[n, gh, gw]``."""
+    if mask is None:
+        return [None] * n
+    m = np.asarray(mask, bool)
+    if m.shape == tuple(grid):
+        return [m] * n
+    if m.shape == (n,) + tuple(grid):
+        return [t if t.any() else None for t in m]
+    raise ValueError(f"{name} must be [gh, gw] or [{n}, gh, gw] with gh, gw = {tuple(grid)}, got shape {m.shape}")
 
 
 #: (width, height) in inches of :func:`summary_figure` for a landscape photo: 1600 x 550 pixels at 100 dpi.
@@ -174,6 +194,7 @@ _SUM_MAX_PANEL_H = 8.0  # a tall portrait grows the page up to this, rather than
 # Grid geometry, inches (binary fractions: no rounding error in inches * dpi).
 _GRID_LEFT = 1.5  # row labels: up to 4 lines of ~25 characters at 7 pt
 _GRID_TOP = 0.875  # figure title + column titles
+_BANNER = 0.25  # a warning line (random weights) between the title and the column titles
 _GRID_BOTTOM = 0.125
 _FOOTER = 0.375  # up to two lines of provenance under a grid
 _GRID_RIGHT = 1.0  # colour bar, its ticks and label
@@ -181,6 +202,15 @@ _GRID_MIN_WIDTH = 7.0  # room for the title however few columns
 
 _SCALE_ONE = "{} \u00f7 this map's maximum"
 _SCALE_EACH = "{} \u00f7 each tile's own maximum"
+
+
+def _banner(fig: Figure, text: Optional[str], x: float, top: float, width: float) -> None:
+    """``text`` in bold dark red, left-aligned at ``x`` inches, its top ``top`` inches below the figure's top edge,
+    wrapped to ``width`` inches (e.g. that the weights are random: it must not be missed)."""
+    if text:
+        fw, fh = fig.get_size_inches()
+        fig.text(x / fw, 1 - top / fh, wrap(text, int(width * 72 / (0.62 * 9)), 2), ha="left", va="top", fontsize=9,
+                 fontweight="bold", color="#b00000", linespacing=1.05)
 
 
 def _footer(fig: Figure, text: Optional[str]) -> None:
@@ -200,9 +230,11 @@ def summary_figsize(aspect_hw: float = 0.75) -> Tuple[float, float]:
     16 inches wide; landscape photos give :data:`SUMMARY_FIGSIZE` (5.5 inches
     high); a portrait photo makes the page taller (its panels stay 4.5 inches
     wide up to 8 inches high) instead of shrinking to a sliver. Heights are
-    multiples of 1/4 inch.
+    multiples of 1/4 inch. The aspect is clipped to :data:`vitjax.viz.drawing.MAX_ASPECT`
+    as the panels are (:func:`vitjax.viz.drawing.display_aspect`).
     """
-    panel_h = min(max(_SUM_PANEL_W * float(aspect_hw), 5.5 - _SUM_BOTTOM - _SUM_TOP), _SUM_MAX_PANEL_H)
+    aspect_hw = display_aspect(float(aspect_hw), 1.0)
+    panel_h = min(max(_SUM_PANEL_W * aspect_hw, 5.5 - _SUM_BOTTOM - _SUM_TOP), _SUM_MAX_PANEL_H)
     return (SUMMARY_FIGSIZE[0], math.ceil((_SUM_BOTTOM + panel_h + _SUM_TOP) * 4) / 4)
 
 
@@ -222,6 +254,7 @@ def summary_figure(
     original_size: Optional[Tuple[int, int]] = None,
     title: Optional[str] = None,
     footer: Optional[str] = None,
+    banner: Optional[str] = None,
     map_title: str = "joint attention (rollout)",
     quantity: str = "attention",
     mode: str = "heatmap",
@@ -245,20 +278,24 @@ def summary_figure(
       outliers: ``[gh, gw]`` bool: patches outlined on the joint map and the
         head maps (high-norm "artifact" tokens, see
         :func:`vitjax.viz.run.outlier_tokens`).
-      sinks: ``[gh, gw]`` bool: attention-sink patches ringed on the joint map
-        (see :func:`vitjax.viz.run.attention_sinks`); head_sinks: those
-        ringed on the head maps (the sinks of the heads' own layer).
+      sinks: ``[gh, gw]`` bool: attention-sink patches ringed on the joint map: only sinks of
+        layers that map includes (:func:`vitjax.viz.notes.sink_note`), none on a class map that
+        is not a rollout; head_sinks: those ringed on the head maps, ``[gh, gw]`` for every head
+        or ``[H, gh, gw]`` per head (the sinks of each head of their own layer).
       note: lines under the map panel's title (e.g. that the rollout is
         dominated by outlier tokens, or peaks on an attention sink); each
         ``"\\n"``-separated line is wrapped to the panel's width.
       original_size: the photo's real ``(height, width)`` in pixels, shown in
         the first panel's title (default: ``photo``'s own size).
       title: figure title (e.g. the file name); footer: a last line (see :func:`vitjax.viz.notes.provenance`).
+      banner: a warning in bold red under the title, over the photo (e.g.
+        :data:`vitjax.viz.notes.RANDOM_BANNER`).
       map_title: title over the map panel.
       quantity: what the map's values are, for its colour bar: ``"attention"``
         (default), or e.g. ``"generic relevance"`` for a class-specific map.
       mode, cmap, alpha: see :func:`overlay`.
-      dpi: pixels per inch; the figure is :func:`summary_figsize` inches.
+      dpi: pixels per inch; the figure is :func:`summary_figsize` inches. A photo more elongated than
+        :data:`vitjax.viz.drawing.MAX_ASPECT` is drawn stretched to it, and the first panel's title says so.
 
     Returns:
       A :class:`matplotlib.figure.Figure` (save with :func:`save_figure`).
@@ -267,20 +304,24 @@ def summary_figure(
       ValueError: ``labels`` and ``probs`` of different lengths, bad shapes or style.
     """
     img = as_photo(photo)
+    oh, ow = original_size if original_size is not None else img.shape[:2]
+    img = at_display_aspect(img)  # a photo beyond MAX_ASPECT: resampled to it, so its panels show the whole map
     h, w = img.shape[:2]
-    fw, fh = summary_figsize(h / w)
+    aspect = display_aspect(h, w)
+    fw, fh = summary_figsize(aspect)
     fig = new_figure((fw, fh), dpi)
     bottom = _SUM_BOTTOM
     ph = fh - _SUM_BOTTOM - _SUM_TOP
     if title:
         fig.text(0.5, 1 - 0.15 / fh, shorten(title, 150), ha="center", va="top", fontsize=12, fontweight="bold")
+    _banner(fig, banner, 0.25, 0.4, _SUM_PANEL_W)  # over the photo's panel, clear of the map's title and notes
     _footer(fig, footer)
-    oh, ow = original_size if original_size is not None else (h, w)
-    ax = image_axes(fig, fit_box(h / w, (0.25, bottom, _SUM_PANEL_W, ph)), img)
-    ax.set_title(f"original ({int(ow)}\u00d7{int(oh)} px)", fontsize=10)
+    ax = image_axes(fig, fit_box(aspect, (0.25, bottom, _SUM_PANEL_W, ph)), img, stretch=True)
+    stretched = stretch_note(oh, ow)
+    ax.set_title(f"original ({int(ow)}\u00d7{int(oh)} px" + (f"; {stretched})" if stretched else ")"), fontsize=10)
 
-    rect = fit_box(h / w, (5.0, bottom, _SUM_PANEL_W, ph))
-    ax = image_axes(fig, rect, overlay(img, joint_map, mode=mode, cmap=cmap, alpha=alpha))
+    rect = fit_box(aspect, (5.0, bottom, _SUM_PANEL_W, ph))
+    ax = image_axes(fig, rect, overlay(img, joint_map, mode=mode, cmap=cmap, alpha=alpha), stretch=True)
     ax.set_title(*note_title(map_title, note, _SUM_PANEL_W))  # the panel's width, however narrow a tall map
     mark_tokens(ax, outliers, sinks, (h, w))
     label = "brightness kept: map \u00f7 its maximum" if mode == "mask" else _SCALE_ONE.format(quantity)
@@ -303,21 +344,22 @@ def summary_figure(
 
 
 def grid_figsize(nrows: int, ncols: int, aspect_hw: Union[float, Sequence[float]] = 1.0, *,
-                 footer: bool = False) -> Tuple[float, float]:
+                 footer: bool = False, banner: bool = False) -> Tuple[float, float]:
     """(width, height) in inches of a :func:`map_grid` with these rows and columns.
 
     Cells are 1.5 inches wide (1 inch beyond 17 columns); each row is as high
     as its photo's aspect ``h / w`` (one number for every row, or one per
     row) clipped to [0.5, 1.5] makes it, rounded to 1/8 inch, so a portrait
     photo among landscapes keeps a usable size. Margins hold the title,
-    column titles, row labels, the colour bar and, with ``footer``, a
-    provenance line. The total is rounded up to a multiple of 1/4 inch (at
-    least 7 inches wide), so at 100 dpi the PNG is exactly ``100 * width`` x
-    ``100 * height`` pixels.
+    column titles, row labels, the colour bar, with ``footer`` a
+    provenance line and with ``banner`` a warning line under the title. The
+    total is rounded up to a multiple of 1/4 inch (at least 7 inches wide),
+    so at 100 dpi the PNG is exactly ``100 * width`` x ``100 * height`` pixels.
     """
     cell_w, heights = _cells(nrows, ncols, aspect_hw)
     width = _GRID_LEFT + ncols * cell_w + (ncols - 1) * GAP + _GRID_RIGHT
-    height = _GRID_TOP + sum(heights) + (nrows - 1) * GAP + _GRID_BOTTOM + (_FOOTER if footer else 0.0)
+    height = (_GRID_TOP + (_BANNER if banner else 0.0) + sum(heights) + (nrows - 1) * GAP + _GRID_BOTTOM
+              + (_FOOTER if footer else 0.0))
     return (max(math.ceil(width * 4) / 4, _GRID_MIN_WIDTH), math.ceil(height * 4) / 4)
 
 
@@ -337,6 +379,8 @@ def map_grid(
     row_labels: Optional[Sequence[str]] = None,
     title: Optional[str] = None,
     footer: Optional[str] = None,
+    banner: Optional[str] = None,
+    original_sizes: Optional[Sequence[Tuple[int, int]]] = None,
     outliers: Optional[Sequence[Optional[ArrayLike]]] = None,
     sinks: Optional[Sequence[Optional[ArrayLike]]] = None,
     left_out: Sequence[int] = (),
@@ -357,15 +401,22 @@ def map_grid(
         parts (e.g. file name and top-1 class); the first is wrapped to two
         lines, the second to as many as the row's height holds.
       title: figure title; footer: a last line (see :func:`vitjax.viz.notes.provenance`).
-      outliers: per row, ``[gh, gw]`` bool patches to outline in every map of the row (or None).
-      sinks: per row, ``[gh, gw]`` bool attention-sink patches to ring in every map of the row (or None).
+      banner: a warning in bold red under the title (e.g. :data:`vitjax.viz.notes.RANDOM_BANNER`).
+      original_sizes: per row, the photo's real ``(height, width)`` in pixels, for what a stretched row's
+        label says (default: each photo's own size).
+      outliers: per row, None, ``[gh, gw]`` bool patches to outline in every map of the row, or
+        ``[C, gh, gw]`` one mask per map column.
+      sinks: per row, None, ``[gh, gw]`` bool attention-sink patches to ring in every map of the row, or
+        ``[C, gh, gw]`` one mask per map column: ring a sink only on the tiles whose map includes its
+        layer's attention (:func:`tile_sinks`). A legend over the row labels names the marks drawn.
       left_out: map columns (0-based among the C maps) that hold no result, e.g. the layers a rollout's
         start layer leaves out: drawn as the photo in faded grey with ``left_out_text``
         (:func:`vitjax.viz.drawing.left_out_tile`), unmarked, never as a blank map.
       quantity: what the maps' values are, for the colour bar (``"attention"``; e.g.
         ``"attention (rollout), relevance (generic)"`` for mixed columns).
       mode, cmap, alpha: see :func:`overlay`.
-      dpi: pixels per inch; size in inches from :func:`grid_figsize`.
+      dpi: pixels per inch; size in inches from :func:`grid_figsize`. A photo more elongated than
+        :data:`vitjax.viz.drawing.MAX_ASPECT` is drawn stretched to it, and its row label says so.
 
     Raises:
       ValueError: counts or shapes that do not match, a ``left_out`` column out of range, bad style.
@@ -375,22 +426,28 @@ def map_grid(
     if b == 0 or len(maps) != b:
         raise ValueError(f"need one [C, gh, gw] maps array per photo, got {b} photos and {len(maps)} maps")
     imgs = [as_photo(p) for p in photos]
+    sizes = [tuple(im.shape[:2]) for im in imgs] if original_sizes is None else list(original_sizes)
+    imgs = [at_display_aspect(im) for im in imgs]  # beyond MAX_ASPECT: resampled to it, to show the whole map
     maps = [np.asarray(m, np.float32) for m in maps]
     c = maps[0].shape[0] if maps[0].ndim == 3 else -1
     if any(m.ndim != 3 or m.shape[0] != c for m in maps):
         raise ValueError(f"every maps array must be [C, gh, gw] with the same C, got {[m.shape for m in maps]}")
     if len(column_titles) != c + 1:
         raise ValueError(f"need {c + 1} column titles (original + {c} maps), got {len(column_titles)}")
-    for name, seq in (("row labels", row_labels), ("outlier masks", outliers), ("sink masks", sinks)):
+    for name, seq in (("row labels", row_labels), ("outlier masks", outliers), ("sink masks", sinks),
+                      ("original sizes", original_sizes)):
         if seq is not None and len(seq) != b:
             raise ValueError(f"need {b} {name}, got {len(seq)}")
     left_out = {int(k) for k in left_out}
     if any(not 0 <= k < c for k in left_out):
         raise ValueError(f"left_out columns must be in [0, {c - 1}], got {sorted(left_out)}")
+    marks = [[_per_tile(None if seq is None else seq[i], c, m.shape[1:], f"{name} of row {i + 1}")
+              for seq, name in ((outliers, "outlier masks"), (sinks, "sink masks"))] for i, m in enumerate(maps)]
     ncols = c + 1
-    aspects = [im.shape[0] / im.shape[1] for im in imgs]
+    aspects = [display_aspect(*im.shape[:2]) for im in imgs]
     cell_w, heights = _cells(b, ncols, aspects)
-    fw, fh = grid_figsize(b, ncols, aspects, footer=bool(footer))
+    fw, fh = grid_figsize(b, ncols, aspects, footer=bool(footer), banner=bool(banner))
+    top = _GRID_TOP + (_BANNER if banner else 0.0)  # inches above the first row
     fig = new_figure((fw, fh), dpi)
     grid_w = ncols * cell_w + (ncols - 1) * GAP
     x0 = _GRID_LEFT + max(0.0, (fw - _GRID_LEFT - _GRID_RIGHT - grid_w) / 2)
@@ -399,42 +456,54 @@ def map_grid(
         fig.text(0.5, 1 - 0.08 / fh, wrap(title, int((fw - 0.25) * 72 / (0.62 * 11)), 2), ha="center", va="top",
                  fontsize=11, fontweight="bold", linespacing=1.05)
     _footer(fig, footer)
-    y = fh - _GRID_TOP + GAP
+    _banner(fig, banner, 0.125, 0.5, fw - 0.25)
+    y = fh - top + GAP
     right = x0  # right edge of the rightmost tile: the colour bar sits beside it, however narrow the photos
-    for i, (img, m, cell_h) in enumerate(zip(imgs, maps, heights, strict=True)):
+    drawn = set()  # the marks drawn, for the legend
+    for i, (img, m, cell_h, aspect) in enumerate(zip(imgs, maps, heights, aspects, strict=True)):
         h, w = img.shape[:2]
         up = upsample_map(m, (h, w))
         y -= cell_h + GAP
         for j in range(ncols):
             x = x0 + j * (cell_w + GAP)
-            box = fit_box(h / w, (x, y, cell_w, cell_h))
+            box = fit_box(aspect, (x, y, cell_w, cell_h))
             right = max(right, box[0] + box[2])
             if j - 1 in left_out:
                 left_out_tile(fig, box, img, left_out_text, fontsize=title_size)
             else:
                 shown = img if j == 0 else overlay(img, up[j - 1], mode=mode, cmap=cmap, alpha=alpha)
-                ax = image_axes(fig, box, shown)
+                ax = image_axes(fig, box, shown, stretch=True)
                 if j > 0:
-                    mark_tokens(ax, None if outliers is None else outliers[i], None if sinks is None else sinks[i],
-                                (h, w))
+                    square, ring = marks[i][0][j - 1], marks[i][1][j - 1]
+                    mark_tokens(ax, square, ring, (h, w))
+                    drawn |= {k for k, v in (("square", square), ("circle", ring)) if v is not None and v.any()}
             if i == 0:
                 # column titles sit at a fixed height above the first row, whatever the photo's aspect
                 fig.text((x + cell_w / 2) / fw, (y + cell_h + 0.06) / fh,
                          shorten(column_titles[j], int(cell_w * 72 / (0.6 * title_size))),
                          ha="center", va="bottom", fontsize=title_size)
-        if row_labels is not None:
+        stretched = stretch_note(*sizes[i][:2])
+        if row_labels is not None or stretched:
             limit = int((_GRID_LEFT - 0.125) * 72 / (0.62 * 7))  # ~0.6 em per character, wide letters included
             room = max(2, int(cell_h * 72 / (1.2 * 7)))  # 7 pt lines beside this row
-            parts = str(row_labels[i]).split("\n")[:2]
-            first = wrap(parts[0], limit, 2)
-            lines = [first] + [wrap(p, limit, max(1, room - first.count("\n") - 1)) for p in parts[1:]]
+            parts = str(row_labels[i]).split("\n")[:2] if row_labels is not None else []
+            if stretched:  # said right after the name, before a class name that may be cut to the row's height
+                parts.insert(min(1, len(parts)), f"({stretched})")
+            lines = [wrap(parts[0], limit, 2)]
+            for part in parts[1:]:
+                lines.append(wrap(part, limit, max(1, room - sum(t.count("\n") + 1 for t in lines))))
             fig.text((x0 - 0.08) / fw, (y + cell_h / 2) / fh, "\n".join(lines), ha="right", va="center",
                      fontsize=7, multialignment="right")
     grid_h = sum(heights) + (b - 1) * GAP
     bar_h = min(grid_h, 3.0)
-    bar_y = fh - _GRID_TOP - grid_h / 2 - bar_h / 2
+    bar_y = fh - top - grid_h / 2 - bar_h / 2
     label = "brightness kept: each tile \u00f7 its maximum" if mode == "mask" else _SCALE_EACH.format(quantity)
     colorbar(fig, (right + 0.15, bar_y, 0.12, bar_h), mode, cmap, label=label, fontsize=7)
+    legend = [text for kind, text in (("circle", "\u25cb attention sink"), ("square", "\u25a1 high-norm token"))
+              if kind in drawn]
+    if legend:  # over the row labels, level with the column titles
+        fig.text((x0 - 0.08) / fw, (fh - top + 0.06) / fh, "\n".join(legend), ha="right", va="bottom",
+                 fontsize=7, multialignment="left")
     return fig
 
 
@@ -463,13 +532,19 @@ def layer_grid(
         ``"left out"`` (:func:`vitjax.viz.drawing.left_out_tile`) instead of drawn as all-zero maps.
         Each layer's own map (``"layer"``) does not use it.
       start_flag: how the title names the setting, e.g. ``"--start-layer 1"`` (default ``"start layer s"``).
-      row_labels, title, footer, outliers, sinks, quantity, mode, cmap, alpha, dpi: see :func:`map_grid`.
+      row_labels, title, footer, banner, outliers, quantity, mode, cmap, alpha, dpi: see :func:`map_grid`.
+      sinks: per row, ``[L, gh, gw]`` one mask per tile (:func:`tile_sinks` makes them from each layer's
+        sinks), or None; ``[gh, gw]`` would ring the same patches on every tile, which no layer-wise
+        map warrants.
 
     Raises:
       ValueError: a bad ``method``, or ``start_layer`` outside [0, L).
     """
     if method not in ("layer", "cumulative"):
         raise ValueError(f"method must be 'layer' or 'cumulative', got {method!r}")
+    if any(m is not None and np.ndim(m) != 3 for m in kw.get("sinks") or ()):
+        raise ValueError("sinks must be one [L, gh, gw] mask per row (one per tile, see tile_sinks): "
+                         "a [gh, gw] mask would ring every layer's tile")
     maps = [np.asarray(m) for m in maps]
     num_layers = maps[0].shape[0] if maps and maps[0].ndim == 3 else 0
     s = int(start_layer)
@@ -486,6 +561,38 @@ def layer_grid(
             default += f" ({layer_span(1, s)} left out: {start_flag or f'start layer {s}'})"
     return map_grid(photos, maps, column_titles=["original"] + cols, row_labels=row_labels,
                     title=default if title is None else title, left_out=range(s), **kw)
+
+
+def tile_sinks(by_layer: ArrayLike, method: str, start_layer: int = 0) -> np.ndarray:
+    """The sinks to ring on each tile of one :func:`layer_grid` row: bool ``[L, gh, gw]``.
+
+    A tile's map includes the attention of some layers only, and rings only their sinks: layer l's
+    own map (``"layer"``) the sinks of layer l; the rollout through layer k from ``start_layer``
+    (``"cumulative"``, layers s+1..k) those of layers s+1..k; a left-out tile (k <= s) none. So
+    a sink of layer 10 is not ringed on the "layer 1" column, nor a layer-1 sink on the
+    "layers 2\u2013k" tiles of ``start_layer=1``.
+
+    Args:
+      by_layer: ``[L, gh, gw]`` bool, the sinks of each layer of one image
+        (:func:`vitjax.attribution.diagnostics.sink_layers` of ``compute_maps(...)["received_heads"][b]``).
+      method: ``"layer"`` or ``"cumulative"``.
+      start_layer: the rollout's start layer, 0-based (``"cumulative"`` only).
+
+    Raises:
+      ValueError: a bad ``method``, ``by_layer`` not ``[L, gh, gw]``, ``start_layer`` outside [0, L).
+    """
+    m = np.asarray(by_layer, bool)
+    if m.ndim != 3:
+        raise ValueError(f"by_layer must be [L, gh, gw], got shape {m.shape}")
+    if method == "layer":
+        return m.copy()
+    if method != "cumulative":
+        raise ValueError(f"method must be 'layer' or 'cumulative', got {method!r}")
+    s = int(start_layer)
+    if not 0 <= s < m.shape[0]:
+        raise ValueError(f"start_layer must be in [0, {m.shape[0] - 1}] for {m.shape[0]} layers, got {start_layer!r}")
+    out = np.logical_or.accumulate(m[s:], axis=0)  # tile k (0-based, k >= s): any sink of layers s..k
+    return np.concatenate([np.zeros_like(m[:s]), out], axis=0)
 
 
 def head_grid(
@@ -506,7 +613,9 @@ def head_grid(
         (``compute_maps(...)["heads"][:, layer]``).
       layer: the layer shown, 0-based (titles say ``layer + 1``).
       num_layers: the model's depth, for the title.
-      row_labels, title, footer, outliers, sinks, mode, cmap, alpha, dpi: see :func:`map_grid`.
+      row_labels, title, footer, banner, outliers, mode, cmap, alpha, dpi: see :func:`map_grid`.
+      sinks: per row, ``[H, gh, gw]`` the sinks of each head of ``layer`` (``sink_layers`` of
+        ``received_heads[b, layer][:, None]``), ``[gh, gw]`` for every head, or None.
     """
     maps = [np.asarray(m) for m in maps]
     heads = maps[0].shape[0] if maps and maps[0].ndim == 3 else 0
