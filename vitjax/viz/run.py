@@ -40,15 +40,17 @@ from vitjax.attribution.class_maps import class_maps
 from vitjax.attribution.diagnostics import OUTLIER_RATIO, SINK_SHARE, sink_layers
 from vitjax.attribution.maps import MAP_KEYS, compute_maps
 from vitjax.attribution.options import RolloutOptions
-from vitjax.checkpoints.load import head_is_zero
+from vitjax.checkpoints.hub import checkpoint_label
+from vitjax.checkpoints.load import checkpoint_sha256, head_is_zero
 from vitjax.data.batching import padded_batches
 from vitjax.data.datasets import ImageItem
 from vitjax.data.images import load_image, preprocess
 from vitjax.data.labels import NO_HEAD, class_label, topk
-from vitjax.errors import one_line
-from vitjax.io import file_sha256, save_maps, write_atomic
+from vitjax.errors import NonFiniteError, one_line
+from vitjax.io import save_maps, write_atomic
+from vitjax.model.forward import non_finite_reason
 from vitjax.version import __version__
-from vitjax.viz import drawing, figures, notes
+from vitjax.viz import drawing, explorer, figures, interpret, notes
 
 __all__ = ["RunResult", "RunSettings", "make_run_dir", "run", "safe_name"]
 
@@ -115,6 +117,7 @@ class RunSettings:
       target: class explained by a class-specific method (None: each image's top-1).
       resize: the preprocessing resize (see :func:`vitjax.preprocess`).
       mode, cmap, alpha, dpi: figure style (see :func:`vitjax.viz.figures.overlay`).
+      html: write ``explorer.html`` (:mod:`vitjax.viz.explorer`) with these page options; None: no page.
     """
 
     checkpoint: str = ""
@@ -139,6 +142,7 @@ class RunSettings:
     summary: bool = True
     grid: bool = True
     save_maps: bool = False
+    html: Optional[explorer.PageOptions] = None
     overwrite: bool = False
     progress: bool = True
 
@@ -175,6 +179,9 @@ def run(model, params, items: Sequence[ImageItem], run_dir: Path, settings: RunS
 
     Raises:
       ValueError: a ``settings.method`` that is unknown or needs a trained head the model lacks.
+      NonFiniteError (a ValueError): the model's output is not finite (NaN/inf) for every image that
+        could be loaded (one line naming the checkpoint; nothing drawn). An image where only some
+        are so is skipped with that reason, as an unreadable one.
       OSError: an output that cannot be written.
     """
     from tqdm import tqdm
@@ -195,7 +202,8 @@ def run(model, params, items: Sequence[ImageItem], run_dir: Path, settings: RunS
 
 # --------------------------------------------------------------------------- the loop
 
-_TSV_HEADER = "image\ttrue_class\trank\tclass_index\tclass_name\tprobability"
+# random_weights: "true" for a checkpoint of random weights (ViTConfig.random_weights), whose predictions mean nothing
+_TSV_HEADER = "image\ttrue_class\trank\tclass_index\tclass_name\tprobability\trandom_weights"
 
 
 def _reason(item: ImageItem, why: str) -> str:
@@ -210,6 +218,19 @@ def _reason(item: ImageItem, why: str) -> str:
     return why
 
 
+def _sink_peak(by_layer: Optional[np.ndarray], rollout: np.ndarray, start_layer: int) -> Optional[int]:
+    """The last layer (1-based) of the rollout whose attention sink is the rollout's peak patch, or None.
+
+    ``by_layer`` ``[L, gh, gw]`` bool (:func:`vitjax.attribution.diagnostics.sink_layers`), ``rollout``
+    ``[gh, gw]``; only the layers the rollout multiplies (from ``start_layer``, 0-based) count.
+    """
+    if by_layer is None:
+        return None
+    i, j = np.unravel_index(int(np.argmax(np.nan_to_num(rollout, nan=-np.inf))), rollout.shape)
+    kept = [int(k) for k in np.nonzero(by_layer[:, i, j])[0] if k >= start_layer]
+    return kept[-1] + 1 if kept else None
+
+
 class Runner:
     """One run's state; :meth:`run` does the work (see :func:`vitjax.viz.run.run`)."""
 
@@ -221,6 +242,7 @@ class Runner:
         method = methods.get(s.method)
         self.head = "none" if cfg.num_classes is None else ("zero" if head_is_zero(params) else "trained")
         self.explains = method.needs_head
+        self.analysis = None if method.gives_maps else method.kind  # "lens" / "importance": their own figures
         if self.explains and self.head != "trained":
             raise ValueError(f"method {s.method!r} explains a class, but the model has "
                              f"{'no classification head' if self.head == 'none' else NO_HEAD}; use "
@@ -228,12 +250,15 @@ class Runner:
         if not -cfg.num_layers <= s.layer < cfg.num_layers:
             raise ValueError(f"layer must be in [{-cfg.num_layers}, {cfg.num_layers - 1}] (0-based), got {s.layer}")
         self.layer0 = s.layer % cfg.num_layers
-        self.sha256 = file_sha256(s.checkpoint_path) if s.checkpoint_path else None
-        name = Path(s.checkpoint_path).name if s.checkpoint_path else (s.checkpoint or "checkpoint")
+        self.sha256 = checkpoint_sha256(s.checkpoint_path) if s.checkpoint_path else None  # sharded: index + shards
+        name = self.ckpt_name = checkpoint_label(s.checkpoint_path, s.checkpoint)  # hf-hub:org/name@commit in a cache
 
         def footer(*maps: Tuple[str, str]) -> str:  # (panel, method): each panel names the options its map uses
             return notes.provenance(name, s.options, s.precision, sha256=self.sha256, input_size=cfg.image_size,
-                                       grid=cfg.grid, maps=[(panel, methods.get(m).options) for panel, m in maps])
+                                    grid=cfg.grid, maps=[(panel, methods.get(m).options) for panel, m in maps],
+                                    random_weights=self.random)
+
+        self.random = bool(getattr(cfg, "random_weights", False))  # a vitjax-synthetic file: every output says so
 
         start = s.options.start_layer
         self.span = drawing.layer_span(start + 1, cfg.num_layers)  # the layers the rollout multiplies
@@ -245,15 +270,24 @@ class Runner:
                                          "layer": [("each layer's map", "layer")],
                                          "heads": [("head maps", "heads")],
                                          "rollout": [("rollout", "rollout")]}.get(
-                                             s.method, [("rollout", "rollout"), (s.method, s.method)]))}
-        self.style = dict(mode=s.mode, cmap=s.cmap, alpha=s.alpha, dpi=s.dpi)
+                                             s.method, [("rollout", "rollout"), (s.method, s.method)])),
+                        "analysis": footer((s.method, s.method))}
+        self.importance: List[np.ndarray] = []  # --method head-importance: each image's [L, H], for the run's figure
+        self.style = dict(mode=s.mode, cmap=s.cmap, alpha=s.alpha, dpi=s.dpi,
+                          banner=notes.RANDOM_BANNER if self.random else None)
         self.width = max(3, len(str(len(items))))
         self.result = RunResult()
         self.tsv = [_TSV_HEADER]
         self.kept: Dict[str, list] = {}
         self.meta: Dict[str, list] = {"sizes": [], "outliers": [], "sinks": [], "sink_layers": [], "targets": []}
-        self.page: List[Tuple[np.ndarray, np.ndarray, str, Optional[np.ndarray], Optional[np.ndarray]]] = []
+        self.page: List[Tuple[np.ndarray, np.ndarray, str, Optional[np.ndarray], Optional[np.ndarray],
+                              Tuple[int, int]]] = []  # (photo, maps, label, outliers, sinks per tile, real size)
         self.pages = 0
+        self.non_finite: List[Tuple[ImageItem, Tuple[str, ...]]] = []  # (item, what was NaN/inf): no figure
+        self.said_no_head = False  # "no classification head" is said once per run, not once per image
+        self.page_peaks: List[Optional[int]] = []  # per grid row: the layer-k sink its rollout peaks on (k), or None
+        self.explorer = None if s.html is None else explorer.for_run(cfg, s, head=self.head, sha256=self.sha256,
+                                                                     checkpoint_name=self.ckpt_name)
 
     # ------------------------------------------------------------------ loading and maps
 
@@ -264,15 +298,31 @@ class Runner:
         thumb = drawing.photo_array(image, max(256, int(3 * self.s.dpi))) if self.s.grid else None
         return x, (summary, thumb, (image.height, image.width))
 
-    def _maps(self, images: np.ndarray) -> Dict[str, np.ndarray]:
-        x = jnp.asarray(images)
-        maps = {k: np.asarray(v) for k, v in compute_maps(self.model, self.params, x, self.s.options,
-                                                          lean=self.s.lean).items()}
+    def _maps(self, images: np.ndarray, valid: np.ndarray) -> Tuple[Dict[str, np.ndarray], Dict[int, tuple]]:
+        """The batch's maps and ``{row: what was not finite}`` for its valid rows (NaN/inf: no figure)."""
+        x, bad = jnp.asarray(images), {}
+        try:
+            out = compute_maps(self.model, self.params, x, self.s.options, lean=self.s.lean, valid=valid,
+                               keep_attention=self.explorer is not None)
+        except NonFiniteError as e:
+            out, bad = e.result, dict(e.what)
+        maps = {k: np.asarray(v) for k, v in out.items() if k != "attention"}
         if self.explains:
-            cm, _ = class_maps(self.model, self.params, x, method=self.s.method, target=self.s.target,
-                                       options=self.s.options)
+            try:
+                cm, _ = class_maps(self.model, self.params, x, method=self.s.method, target=self.s.target,
+                                   options=self.s.options, valid=valid)
+            except NonFiniteError as e:
+                cm = e.result[0]
+                bad = {r: bad.get(r, ()) + tuple(k for k in e.what.get(r, ()) if k not in bad.get(r, ()))
+                       for r in set(bad) | set(e.what)}
             maps["class"] = np.asarray(cm)
-        return maps
+        if self.analysis is not None:
+            maps.update(interpret.analysis_arrays(self.model, self.params, x, kind=self.analysis,
+                                                  trained_head=self.head == "trained", target=self.s.target))
+        if self.explorer is not None:  # the page's rows, quantised per batch on the device
+            maps.update(self.explorer.pack_batch(out, class_map=maps.get("class"), images=x, model=self.model,
+                                                 params=self.params))
+        return maps, bad
 
     # ------------------------------------------------------------------ the loop
 
@@ -286,13 +336,21 @@ class Runner:
                 self.result.skipped.append((item, reason))
                 self.err(f"warning: skipped {item.path}: {reason}")
             if b.count:
-                maps = self._maps(b.images)
+                maps, bad = self._maps(b.images, b.valid)
                 idx, prob = (topk(maps["logits"], s.topk) if self.head == "trained"
                              else (np.zeros((batch, 0), np.int32), np.zeros((batch, 0), np.float32)))
                 for row, item, extra in b.loaded():
-                    self._image(item, extra, {k: v[row] for k, v in maps.items()}, idx[row], prob[row])
+                    if row in bad:  # NaN/inf: never drawn nor listed as a prediction
+                        self._non_finite(item, bad[row])
+                    else:
+                        self._image(item, extra, {k: v[row] for k, v in maps.items()}, idx[row], prob[row])
             advance(len(b.items))
         self._flush_grid()
+        if self.importance:  # the run's head importance: mean and spread over its images
+            self._importance_figure()
+        if self.non_finite and not self.result.processed:  # the model gives no usable number: one line
+            raise NonFiniteError(non_finite_reason([k for _, w in self.non_finite for k in w], self.ckpt_name,
+                                                   images=len(self.non_finite)))
         if self.result.processed:
             self.result.written.append(write_atomic(self.run_dir / "predictions.tsv",
                                                     ("\n".join(self.tsv) + "\n").encode("utf-8"),
@@ -300,42 +358,58 @@ class Runner:
             if s.save_maps:
                 self.result.maps_file = self._save_maps()
                 self.result.written.append(self.result.maps_file)
+            if self.explorer is not None:
+                self.result.written.append(self.explorer.write(self.run_dir / "explorer.html", overwrite=s.overwrite))
         return self.result
+
+    def _non_finite(self, item: ImageItem, what: Tuple[str, ...]) -> None:
+        """Skips an image whose outputs are not finite; warns once an image has worked (else the run's one line)."""
+        self.non_finite.append((item, what))
+        reason = non_finite_reason(what, self.ckpt_name)
+        self.result.skipped.append((item, reason))
+        if self.result.processed:
+            self.err(f"warning: skipped {item.path}: {reason}")
 
     def _image(self, item: ImageItem, extra, maps: Dict[str, np.ndarray], idx, prob) -> None:
         s = self.s
         summary_photo, thumb, size = extra
         number = len(self.result.processed) + 1  # numbered as processed: skipped images leave no gap
         labels = [class_label(c, s.names) for c in idx]
-        lines = [item.display + (f"  (true class: {item.true_class})" if item.true_class else "")]
+        lines = [item.display + (f"  (true class: {item.true_class})" if item.true_class else "")
+                 + (f"  [{notes.RANDOM_CONSOLE}]" if self.random else "")]
+        random = "true" if self.random else "false"
         if self.head != "trained":
-            lines.append(f"   {notes.NO_PREDICTIONS[self.head]}: no predictions")
+            if not self.said_no_head:
+                lines.insert(0, f"{notes.NO_PREDICTIONS[self.head]}: no predictions for any image")
+                self.said_no_head = True
             self.tsv.append("\t".join([str(item.path), item.true_class or "", "", "", notes.NO_PREDICTIONS[self.head],
-                                       ""]))
+                                       "", random]))
         for r, (c, p, name) in enumerate(zip(idx, prob, labels, strict=True), 1):
             lines.append(f"  {r:2d}. {p:.4f}  {name if s.names is None else f'{name} ({c})'}")
             self.tsv.append("\t".join([str(item.path), item.true_class or "", str(r), str(int(c)),
-                                       name.replace("\t", " "), f"{p:.6f}"]))
+                                       name.replace("\t", " "), f"{p:.6f}", random]))
         self.out("\n".join(lines))
 
-        mask, note = notes.outlier_note(maps["token_norms"], maps["rollout"]) if "token_norms" in maps else (None, None)
-        sinks, sink_text, by_layer = None, None, None
-        if "received_heads" in maps:
+        # each mark and note sits on the map it is about: the summary shows the rollout, or the class map
+        shown = maps["class"] if self.explains else maps["rollout"]
+        mask, note = notes.outlier_note(maps["token_norms"], shown, map_name=f"{s.method} map" if self.explains
+                                        else "rollout") if "token_norms" in maps else (None, None)
+        sinks, sink_text, by_layer, head_sinks = None, None, None, None
+        if "received_heads" in maps:  # sinks of the layers the rollout multiplies, and the sentence for each ring
             sinks, sink_text = notes.sink_note(maps["received_heads"], maps["rollout"],
                                                start_layer=s.options.start_layer)
-            by_layer = sink_layers(maps["received_heads"])
-
-        def layer_sinks(layer: int) -> Optional[np.ndarray]:  # head maps ring only the sinks of their own layer
-            return by_layer[layer] if by_layer is not None and by_layer[layer].any() else None
-        note = "\n".join(t for t in (note, sink_text) if t) or None
-        if note and self.explains:  # the summary shows the class map; the notes are about the grid's rollout
-            note = f"rollout (grid): {note}"
+            by_layer = sink_layers(maps["received_heads"])  # [L, gh, gw]
+            head_sinks = sink_layers(maps["received_heads"][:, :, None])  # [L, H, gh, gw]: each head's own
+        # a class map is not the rollout: no rollout rings or sink note on it (the grid's rollout column has them)
+        note = "\n".join(t for t in (note, None if self.explains else sink_text) if t) or None
         target = None
         if self.explains:
             target = int(idx[0]) if s.target is None else int(s.target)
             self.meta["targets"].append(target)
         top1 = f"{labels[0]} ({prob[0]:.3f})" if labels else ""
-        if s.summary:
+        if self.analysis is not None:
+            self._analysis_figure(item, summary_photo, maps, labels, prob, number)
+        if s.summary and self.analysis is None:
             no_top1 = notes.NO_PREDICTIONS.get(self.head, "").split(" (")[0]
             title = f"{item.display}   " + (f"top-1: {top1}" if top1 else no_top1)
             if item.true_class:
@@ -350,25 +424,39 @@ class Runner:
                 head_maps=maps["heads"][-1] if self.head != "trained" else None,
                 heads_title=f"layer {self.cfg.num_layers} of {self.cfg.num_layers}: each head's class-token "
                             "attention",
-                no_predictions=notes.NO_PREDICTIONS.get(self.head, ""), outliers=mask, sinks=sinks,
-                head_sinks=layer_sinks(-1), note=note,
+                no_predictions=notes.NO_PREDICTIONS.get(self.head, ""), outliers=mask,
+                sinks=None if self.explains else sinks, head_sinks=None if head_sinks is None else head_sinks[-1],
+                note=note,
                 original_size=size, title=title, footer=self.footers["summary"], map_title=map_title,
                 quantity=methods.get(s.method).quantity, **self.style)
             name = f"{number:0{self.width}d}-{safe_name(item.display)}.png"
             self.result.written.append(drawing.save_figure(fig, self.run_dir / name, overwrite=s.overwrite))
-        if s.grid:
+        if s.grid and self.analysis is None:
             grid_maps = {"layer": lambda: maps["layer"], "cumulative": lambda: maps["cumulative"],
                          "heads": lambda: maps["heads"][self.layer0], "rollout": lambda: maps["rollout"][None]}
             gm = grid_maps[s.method]() if not self.explains else np.stack([maps["rollout"], maps["class"]])
             label = item.display + (f"\ntop-1 {prob[0]:.3f}: {labels[0]}" if labels else f"\n{NO_HEAD}"
                                     if self.head == "zero" else "")
-            self.page.append((thumb, gm, label, mask, layer_sinks(self.layer0) if s.method == "heads" else sinks))
+            tiles = sinks  # per row: [gh, gw] for every tile, or one mask per tile ringing the sinks its map includes
+            if by_layer is None:
+                tiles = None
+            elif s.method in ("layer", "cumulative"):
+                tiles = figures.tile_sinks(by_layer, s.method, s.options.start_layer)
+            elif s.method == "heads":
+                tiles = head_sinks[self.layer0]
+            elif self.explains and sinks is not None:  # the rollout column only
+                tiles = np.stack([sinks, np.zeros_like(sinks)])
+            self.page.append((thumb, gm, label, mask, tiles, size))
+            self.page_peaks.append(_sink_peak(by_layer, maps["rollout"], s.options.start_layer))
             if len(self.page) >= s.grid_rows:
                 self._flush_grid()
         self.result.processed.append(item)
+        if self.explorer is not None:
+            self.explorer.add(maps, summary_photo if summary_photo is not None else item.path, name=item.display,
+                              true_class=item.true_class, topk=(idx, prob), original_size=size, target=target)
         self.meta["sizes"].append(list(size))
         self.meta["outliers"].append(int(mask.sum()) if mask is not None else 0)
-        self.meta["sinks"].append(int(sinks.sum()) if sinks is not None else 0)
+        self.meta["sinks"].append(int(by_layer.any(axis=0).sum()) if by_layer is not None else 0)  # of every layer
         if by_layer is not None:
             self.meta["sink_layers"].append([int(k) + 1 for k in np.nonzero(by_layer.any(axis=(1, 2)))[0]])
         if s.save_maps:
@@ -379,14 +467,60 @@ class Runner:
             for k, v in keep.items():
                 self.kept.setdefault(k, []).append(v)
 
+    def _analysis_figure(self, item: ImageItem, photo, maps: Dict[str, np.ndarray], labels, prob, number: int) -> None:
+        """--method lens / head-importance: the per-image figure (:mod:`vitjax.viz.interpret`) instead of the maps."""
+        s = self.s
+        title = f"{item.display}   " + (f"top-1: {labels[0]} ({prob[0]:.3f})" if labels else
+                                       notes.NO_PREDICTIONS.get(self.head, "").split(" (")[0])
+        style = dict(dpi=s.dpi, banner=self.style.get("banner"), footer=self.footers["analysis"], title=title)
+        if "importance" in maps:
+            self.importance.append(maps["importance"])
+            if not s.summary:
+                return
+            fig = interpret.importance_figure(maps["importance"], quantity=self._importance_quantity(),
+                                              photo=photo, **style)
+        elif not s.summary:
+            return
+        elif "lens_logits" in maps:
+            names = [class_label(c, s.names) for c in range(maps["lens_logits"].shape[-1])]
+            fig = interpret.lens_figure(photo, maps["lens_logits"], maps["lens_maps"], labels=names, k=s.topk,
+                                        map_label=f"logit of {names[int(maps['lens_target'])]}", mode=s.mode,
+                                        cmap=s.cmap, alpha=s.alpha, **style)
+        else:
+            fig = interpret.feature_lens_figure(photo, maps["feature_lens"], **style)
+        name = f"{number:0{self.width}d}-{safe_name(item.display)}-{s.method}.png"
+        self.result.written.append(drawing.save_figure(fig, self.run_dir / name, overwrite=s.overwrite))
+
+    def _importance_quantity(self) -> str:
+        if self.head == "trained":
+            return ("logit of " + ("the top-1 class" if self.s.target is None else f"class {self.s.target}")
+                    + ": ablated − clean")
+        return "cosine(ablated, clean features) − 1"
+
+    def _importance_figure(self) -> None:
+        table = np.stack(self.importance)  # [n, L, H]
+        n = table.shape[0]
+        fig = interpret.importance_figure(
+            table.mean(axis=0), spread=table.std(axis=0) if n > 1 else None, quantity=self._importance_quantity(),
+            title=f"head importance, mean over {n} image{'s' if n != 1 else ''}" + (" (± std)" if n > 1 else ""),
+            footer=self.footers["analysis"], dpi=self.s.dpi, banner=self.style.get("banner"))
+        self.result.written.append(drawing.save_figure(fig, self.run_dir / "head-importance-run.png",
+                                                       overwrite=self.s.overwrite))
+
     def _flush_grid(self) -> None:
         if not self.page:
             return
         s, cfg = self.s, self.cfg
         self.pages += 1
-        photos, maps, labels, masks, sinks = (list(t) for t in zip(*self.page, strict=True))
+        photos, maps, labels, masks, sinks, sizes = (list(t) for t in zip(*self.page, strict=True))
         self.page.clear()
-        kw = dict(row_labels=labels, footer=self.footers["grid"], outliers=masks, sinks=sinks, **self.style)
+        style = dict(self.style)
+        collapse = self._collapse_note(len(photos))
+        if collapse:  # most rows' rollout is one sink patch and flat blue elsewhere: the title area and console say so
+            style["banner"] = " \u00b7 ".join(t for t in (style.get("banner"), collapse) if t)
+            self.err(f"warning: grid page {self.pages}: {collapse}")
+        kw = dict(row_labels=labels, footer=self.footers["grid"], outliers=masks, sinks=sinks, original_sizes=sizes,
+                  **style)
         start = s.options.start_layer
         if s.method in ("layer", "cumulative"):
             fig = figures.layer_grid(photos, maps, method=s.method, start_layer=start,
@@ -408,6 +542,20 @@ class Runner:
                                     f"rollout attention, {quantity}", **kw)
             name = f"grid-{s.method}-{self.pages:02d}.png"
         self.result.written.append(drawing.save_figure(fig, self.run_dir / name, overwrite=s.overwrite))
+
+    def _collapse_note(self, rows: int) -> Optional[str]:
+        """When the rollout of most of a page's rows peaks on an attention sink: the sentence naming the layer and
+        the ``--start-layer`` that leaves it out (grids that show the rollout only); else None."""
+        peaks, self.page_peaks = self.page_peaks[:rows], self.page_peaks[rows:]
+        shows_rollout = self.s.method in ("cumulative", "rollout") or self.explains
+        hit = [k for k in peaks if k is not None]
+        if not shows_rollout or not rows or 2 * len(hit) <= rows:
+            return None
+        layer = max(set(hit), key=hit.count)  # the sink most rows peak on
+        remedy = (f"; --start-layer {layer} leaves {drawing.layer_span(1, layer)} out" if layer < self.cfg.num_layers
+                  else "")
+        return (f"the rollout of {len(hit)} of {rows} images peaks on an attention sink of layer {layer} and is flat "
+                f"elsewhere{remedy}")
 
     # ------------------------------------------------------------------ the maps file
 
