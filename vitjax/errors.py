@@ -16,6 +16,8 @@ __all__ = [
     "DatasetError",
     "DownloadError",
     "MapsFileError",
+    "MemoryBudgetError",
+    "NonFiniteError",
     "TORCH_PICKLES",
     "VitjaxWarning",
     "one_line",
@@ -41,8 +43,34 @@ class DatasetError(ValueError):
     """An image folder or dataset tree that cannot be used; the message is one line naming the path."""
 
 
+class MemoryBudgetError(ValueError):
+    """A batch that cannot fit the memory budget even at one image; the message names the image size, the
+    estimate and the budget (:mod:`vitjax.model.memory`)."""
+
+
 class MapsFileError(ValueError):
     """A maps file that cannot be read back; the message is one line naming it."""
+
+
+class NonFiniteError(ValueError):
+    """A model's output is not finite (NaN or inf) for some images of a batch; the message is one line.
+
+    Finite weights can still give NaN or inf (a negative ``layer_norm_eps``, huge weights, an
+    input far outside the preprocessed range); such outputs are never numbers to draw or score.
+
+    Attributes:
+      what: ``{row: (kind, ...)}``: each failing row of the batch (0-based) and what was not
+        finite there ("logits" or "features", "attention", "gradients", "maps").
+      rows: the failing rows, ascending (``sorted(what)``).
+      result: what the function would have returned (the finite rows are usable as they are),
+        or None; as :class:`subprocess.CalledProcessError` carries ``output``.
+    """
+
+    def __init__(self, message: str, *, what=None, result=None):
+        super().__init__(message)
+        self.what = {int(r): tuple(k) for r, k in dict(what or {}).items()}
+        self.rows = tuple(sorted(self.what))
+        self.result = result
 
 
 class VitjaxWarning(UserWarning):

@@ -161,7 +161,7 @@ def test_other_settings_and_bad_arguments_refused(reference, ckpt, dataset, tmp_
     assert cli_evaluate.main(args(ckpt, dataset, reference, "--scale", "2")) == 2
     assert "other settings" in capsys.readouterr().err
     assert cli_evaluate.main(args(ckpt, tmp_path / "nope", tmp_path / "out")) == 2
-    assert capsys.readouterr().err.startswith(f"error: {tmp_path / 'nope'}: not a folder")
+    assert capsys.readouterr().err.startswith(f"evaluate.py: error: {tmp_path / 'nope'}: not a folder")
     assert cli_evaluate.main(args(ckpt, dataset, tmp_path / "out", "--workers", "0")) == 2
     assert "--workers must be a positive integer" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()  # refused before anything is written
@@ -499,8 +499,8 @@ def test_other_settings_are_refused_naming_each_with_both_values(reference, ckpt
     argv = args(ckpt, dataset, reference, "--scale", "2", "--image-size", "32x32", "--per-class", "1")
     assert cli_evaluate.main(argv) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith(f"error: {reference / 'run.json'}: {reference} holds results of "
-                                                   "other settings (")
+    assert err.count("\n") == 1 and err.startswith(f"evaluate.py: error: {reference / 'run.json'}: {reference} holds "
+                                                   "results of other settings (")
     for part in ("image_size: [32, 48] there, [32, 32] here", "scale: 4 there, 2 here",
                  "selection.per_class: null there, 1 here", "selection.seed: null there, 0 here"):
         assert part in err, (part, err)

@@ -49,7 +49,14 @@ import numpy as np
 from vitjax.attribution import methods
 from vitjax.attribution.options import RolloutOptions, as_options
 from vitjax.attribution.rollout import reader, row_to_map
-from vitjax.model.forward import check_images, collect_attention
+from vitjax.model.forward import (
+    attention_finite,
+    check_images,
+    collect_attention,
+    finite_rows,
+    output_kind,
+    raise_non_finite,
+)
 from vitjax.model.vit import ViT
 
 __all__ = ["class_maps", "class_gradients", "maps_from_gradients", "map_from_gradients"]
@@ -103,13 +110,21 @@ def map_from_gradients(att, grad, *, method: str, grid: Tuple[int, int], options
 
 @functools.partial(jax.jit, static_argnames=("model",))
 def _class_gradients(model: ViT, params, images, targets):
-    return jax.vmap(lambda x, t: _one_image_gradients(model, params, x, t))(images, targets)
+    """``((logits, attention, gradients, classes), finite)``; ``finite``: ``{kind: [B] bool}``, reduced here."""
+    logits, att, grad, cls = jax.vmap(lambda x, t: _one_image_gradients(model, params, x, t))(images, targets)
+    finite = {output_kind(model): finite_rows(logits), "attention": attention_finite(att),
+              "gradients": finite_rows(grad)}
+    return (logits, att, grad, cls), finite
 
 
-@functools.partial(jax.jit, static_argnames=("grid", "method", "options"))
-def _maps(att, grad, *, grid, method: str, options: RolloutOptions):
+@functools.partial(jax.jit, static_argnames=("grid", "method", "options", "inputs"))
+def _maps(att, grad, *, grid, method: str, options: RolloutOptions, inputs: bool = False):
+    """``(maps [B, gh, gw], {kind: [B] bool})``: the maps' finite flags, and with ``inputs`` those of
+    ``att`` and ``grad`` (a NaN row can come out as an all-zero map: the division by the max skips it)."""
     fn = functools.partial(map_from_gradients, method=method, grid=grid, options=options)
-    return jax.vmap(fn)(att, grad)
+    maps = jax.vmap(fn)(att, grad)
+    finite = {"attention": attention_finite(att), "gradients": finite_rows(grad)} if inputs else {}
+    return maps, {**finite, "maps": finite_rows(maps)}
 
 
 def _check_model(model: ViT) -> int:
@@ -144,6 +159,7 @@ def class_maps(
     method: str,
     target=None,
     options: Optional[RolloutOptions] = None,
+    valid=None,
 ) -> Tuple[jnp.ndarray, jnp.ndarray]:
     """Class-specific maps: gradient-weighted attention for one class per image.
 
@@ -163,6 +179,8 @@ def class_maps(
         ``discard_ratio``, ``start_layer`` and ``residual`` are used by
         ``"grad_rollout"`` only; the token layout (prefix tokens, class token)
         is always taken from ``model.config``.
+      valid: ``[B]`` bool, the rows that hold an image (None: all); only they
+        are checked for non-finite values.
 
     Returns:
       ``(maps [B, gh, gw], logits [B, C])``, float32; each map divided by its
@@ -170,11 +188,15 @@ def class_maps(
       written for one image and batched with ``jax.vmap``: the forward pass
       and its vjp (compiled once per model and batch shape, shared by all
       methods; holds ``[B, L, H, N, N]`` attention and gradient), then the
-      method (compiled per method and options).
+      method (compiled per method and options). Each step also reduces its
+      outputs (logits, attention, gradients; maps) to finite flags per image.
 
     Raises:
       ValueError: unknown method, headless model, bad images, bad target
         (wrong dtype or shape, class out of range), bad options.
+      NonFiniteError (a ValueError): logits, attention, gradients or map of a
+        valid row not finite (NaN/inf); ``.rows``, ``.what``, and ``.result`` =
+        ``(maps, logits)``.
     """
     methods.get(method, "class")
     num_classes = _check_model(model)
@@ -184,40 +206,51 @@ def class_maps(
         raise ValueError(f"options must be a vitjax.RolloutOptions, got {type(options).__name__}")
     options = options.for_config(model.config)
     images = jnp.asarray(images)
-    logits, att, grad, _ = _class_gradients(model, params, images, _targets(target, images.shape[0], num_classes))
-    return _maps(att, grad, grid=model.config.grid, method=method, options=options), logits
+    (logits, att, grad, _), finite = _class_gradients(model, params, images,
+                                                      _targets(target, images.shape[0], num_classes))
+    maps, maps_finite = _maps(att, grad, grid=model.config.grid, method=method, options=options)
+    raise_non_finite({**finite, **maps_finite}, valid=valid, result=(maps, logits))
+    return maps, logits
 
 
-def class_gradients(model: ViT, params, images, target=None):
+def class_gradients(model: ViT, params, images, target=None, *, valid=None):
     """The raw material of :func:`class_maps`, for one class per image.
 
     Returns ``(logits [B, C], attention [B, L, H, N, N], gradients [B, L, H, N, N],
     classes [B] int32)``: ``gradients[b, l] = d logits[b, classes[b]] / d attention[b, l]``,
     float32; ``classes`` are the explained classes (``target``, or the predicted
-    ones where ``target`` is None).
+    ones where ``target`` is None). ``valid`` as in :func:`class_maps`.
 
     Raises:
       ValueError: headless model, bad images or target (as :func:`class_maps`).
+      NonFiniteError: logits, attention or gradients of a valid row not finite;
+        ``.result`` is the 4-tuple above.
     """
     num_classes = _check_model(model)
     check_images(model, images)
     images = jnp.asarray(images)
-    return _class_gradients(model, params, images, _targets(target, images.shape[0], num_classes))
+    out, finite = _class_gradients(model, params, images, _targets(target, images.shape[0], num_classes))
+    raise_non_finite(finite, valid=valid, result=out)
+    return out
 
 
-def maps_from_gradients(model: ViT, attention, gradients, *, method: str, options: Optional[RolloutOptions] = None
-                        ) -> jnp.ndarray:
+def maps_from_gradients(model: ViT, attention, gradients, *, method: str, options: Optional[RolloutOptions] = None,
+                        valid=None) -> jnp.ndarray:
     """Class maps of several methods from one :func:`class_gradients` pass: ``[B, gh, gw]``.
 
     ``attention`` and ``gradients`` are ``[B, L, H, N, N]`` from :func:`class_gradients`;
     the result equals ``class_maps(..., method=method, options=options)[0]`` for the
-    same targets, without repeating the forward pass and its vjp.
+    same targets, without repeating the forward pass and its vjp. ``valid`` as in :func:`class_maps`.
 
     Raises:
       ValueError: unknown method, options not a RolloutOptions.
+      NonFiniteError: the attention, gradients or map of a valid row not finite (``.result``: the maps).
     """
     methods.get(method, "class")
     options = as_options(options)
     if not isinstance(options, RolloutOptions):
         raise ValueError(f"options must be a vitjax.RolloutOptions, got {type(options).__name__}")
-    return _maps(attention, gradients, grid=model.config.grid, method=method, options=options.for_config(model.config))
+    maps, finite = _maps(attention, gradients, grid=model.config.grid, method=method,
+                         options=options.for_config(model.config), inputs=True)
+    raise_non_finite(finite, valid=valid, result=maps)
+    return maps

@@ -25,7 +25,7 @@ the same share per head (a sink is usually the work of one head).
 from __future__ import annotations
 
 import functools
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 import flax.linen as nn
 import jax
@@ -42,10 +42,10 @@ from vitjax.attribution.rollout import (
     rollout_rows,
     row_to_map,
 )
-from vitjax.model.forward import check_images, collect_attention
+from vitjax.model.forward import check_images, collect_attention, finite_rows, output_kind, raise_non_finite
 from vitjax.model.vit import Encoder1DBlock, MultiHeadDotProductAttention, ViT
 
-__all__ = ["compute_maps", "attention_maps", "MAP_KEYS"]
+__all__ = ["compute_maps", "maps_and_finite", "attention_maps", "MAP_KEYS"]
 #: The keys of :func:`compute_maps` besides ``logits``: the attention methods, then the diagnostics.
 MAP_KEYS = methods.names("attention") + ("token_norms", "received", "received_heads")
 
@@ -101,6 +101,25 @@ def _token_norms(tokens, static: RolloutOptions, grid):
     return jnp.sqrt(jnp.sum(patches * patches, axis=-1)).reshape((-1,) + tuple(grid))
 
 
+_FROM_ATTENTION = ("received_heads", "heads")  # the attention's mean over queries, and its class-token rows
+
+
+def _finite(model: ViT, out):
+    """``{kind: [B] bool}`` of a maps program's outputs: logits (features), attention, every other map.
+
+    The attention is judged by ``received_heads`` (every layer's and head's attention, averaged
+    over the queries) and ``heads`` (its class-token rows), which the program computes anyway: a
+    softmax row is finite entirely or not at all (a NaN or inf score makes the whole row NaN), so
+    a non-finite row of any layer makes that layer's received shares non-finite. No second pass
+    over ``[B, L, H, N, N]``.
+    """
+    def rows(keys):
+        return functools.reduce(jnp.logical_and, [finite_rows(out[k]) for k in keys])
+
+    others = [k for k in out if k not in ("logits", "attention", *_FROM_ATTENTION)]
+    return {output_kind(model): finite_rows(out["logits"]), "attention": rows(_FROM_ATTENTION), "maps": rows(others)}
+
+
 @functools.partial(jax.jit, static_argnames=("model", "static", "keep_attention"))
 def _maps_two_step(model: ViT, params, images, dyn, static: RolloutOptions, keep_attention: bool):
     logits, tokens, state = _apply(model, params, images, intermediates=True)
@@ -126,7 +145,7 @@ def _maps_two_step(model: ViT, params, images, dyn, static: RolloutOptions, keep
     }
     if keep_attention:
         out["attention"] = attention
-    return out
+    return out, _finite(model, out)
 
 
 @functools.partial(jax.jit, static_argnames=("model", "static"))
@@ -151,7 +170,7 @@ def _maps_lean(model: ViT, params, images, dyn, static: RolloutOptions):
 
     logits, tokens, _ = _apply(model, params, images, on_attention=fold)
     cum = jnp.stack(state["cumulative"], axis=1)  # [B, L, P]
-    return {
+    out = {
         "logits": logits,
         "rollout": _to_maps(cum[:, -1], grid),
         "layer": _to_maps(jnp.stack(state["own"], axis=1), grid),
@@ -159,6 +178,36 @@ def _maps_lean(model: ViT, params, images, dyn, static: RolloutOptions):
         "heads": _to_maps(jnp.stack(state["heads"], axis=1), grid),
         **_diagnostics(tokens, jnp.stack(state["received_heads"], axis=1), static, grid),
     }
+    return out, _finite(model, out)
+
+
+def maps_and_finite(model: ViT, params, images, options: Optional[RolloutOptions] = None, *, lean: bool = False,
+                    keep_attention: bool = False) -> Tuple[Dict[str, jnp.ndarray], Dict[str, jnp.ndarray]]:
+    """:func:`compute_maps` without the check: ``(maps, finite)``, usable inside ``jax.jit``.
+
+    ``finite`` is ``{kind: [B] bool}``, True where the row is finite (no NaN, no inf):
+    ``"logits"`` (``"features"`` for a headless model), ``"attention"`` (every layer's
+    attention probabilities, judged by their mean over queries ``received_heads`` and
+    class-token rows ``heads``: a softmax row is NaN entirely or not at all) and
+    ``"maps"`` (every other output). All reduced in the compiled program; only the flags leave it. Pass it to
+    :func:`vitjax.model.forward.raise_non_finite` on the host, or combine it with
+    other flags inside a jitted program of your own.
+
+    Raises:
+      ValueError: as :func:`compute_maps`, before anything is computed.
+    """
+    check_images(model, images)
+    options = as_options(options)
+    if not isinstance(options, RolloutOptions):
+        raise ValueError(f"options must be a vitjax.RolloutOptions, got {type(options).__name__}")
+    if lean and keep_attention:
+        raise ValueError("keep_attention=True needs the two-step path; it cannot be combined with lean=True")
+    options = options.for_config(model.config)
+    dyn = dynamic_options(options, model.config.num_tokens)
+    images = jnp.asarray(images)
+    if lean:
+        return _maps_lean(model, params, images, dyn, options.static)
+    return _maps_two_step(model, params, images, dyn, options.static, bool(keep_attention))
 
 
 def compute_maps(
@@ -169,6 +218,7 @@ def compute_maps(
     *,
     lean: bool = False,
     keep_attention: bool = False,
+    valid=None,
 ) -> Dict[str, jnp.ndarray]:
     """Logits and every attention map of a batch, in one jitted pass.
 
@@ -183,6 +233,8 @@ def compute_maps(
       lean: fold the attention into the rollout inside the forward pass
         (memory per image independent of layers x heads); same results.
       keep_attention: also return ``attention [B, L, H, N, N]`` (two-step only).
+      valid: ``[B]`` bool, the rows that hold an image (None: all); padded rows
+        are not checked for non-finite values.
 
     Returns:
       dict of float32 arrays: ``logits [B, C]`` (a model without head: its
@@ -199,26 +251,25 @@ def compute_maps(
       see :func:`vitjax.viz.run.sink_layers`). The other maps are divided by
       their max.
 
+    The compiled program also reduces the logits, every layer's attention and
+    every map to one finite flag per image and kind (:func:`maps_and_finite`),
+    checked here on the host; inside ``jax.jit`` nothing can be checked (use
+    :func:`maps_and_finite` there).
+
     Raises:
       ValueError: bad images, options not a RolloutOptions, ``start_layer``
         beyond the model's layers, ``lean`` with ``keep_attention``.
+      NonFiniteError (a ValueError): the logits, attention or maps of a valid
+        row are not finite (NaN/inf); ``.rows`` names them (0-based), ``.what``
+        what was not finite, ``.result`` is the dict (its other rows usable).
     """
-    check_images(model, images)
-    options = as_options(options)
-    if not isinstance(options, RolloutOptions):
-        raise ValueError(f"options must be a vitjax.RolloutOptions, got {type(options).__name__}")
-    if lean and keep_attention:
-        raise ValueError("keep_attention=True needs the two-step path; it cannot be combined with lean=True")
-    options = options.for_config(model.config)
-    dyn = dynamic_options(options, model.config.num_tokens)
-    images = jnp.asarray(images)
-    if lean:
-        return _maps_lean(model, params, images, dyn, options.static)
-    return _maps_two_step(model, params, images, dyn, options.static, bool(keep_attention))
+    out, finite = maps_and_finite(model, params, images, options, lean=lean, keep_attention=keep_attention)
+    raise_non_finite(finite, valid=valid, result=out)
+    return out
 
 
 def attention_maps(model: ViT, params, images, *, method: str = "rollout", layer: Optional[int] = -1,
-                   options: Optional[RolloutOptions] = None, lean: bool = False):
+                   options: Optional[RolloutOptions] = None, lean: bool = False, valid=None):
     """Attention maps of one kind, with the logits: ``(maps, logits [B, C])``.
 
     Args:
@@ -229,17 +280,21 @@ def attention_maps(model: ViT, params, images, *, method: str = "rollout", layer
       layer: which layer for "heads" (0-based, negative from the end).
       options: :class:`vitjax.RolloutOptions`.
       lean: compute inside the forward pass (see :func:`compute_maps`).
+      valid: ``[B]`` bool, the rows checked for non-finite outputs (None: all).
 
     Maps are float32 in [0, 1] (each divided by its max) on the model's grid;
     lay them over a photo with :func:`vitjax.upsample`.
 
     Raises:
       ValueError: unknown method, bad layer, bad images or options.
+      NonFiniteError: non-finite outputs of a valid row (as :func:`compute_maps`;
+        ``.result`` is ``(maps, logits)``).
     """
     methods.get(method, "attention")
     L = model.config.num_layers
     if method == "heads" and not -L <= int(layer) < L:
         raise ValueError(f"layer must be in [{-L}, {L - 1}], got {layer!r}")
-    out = compute_maps(model, params, images, options, lean=lean)
+    out, finite = maps_and_finite(model, params, images, options, lean=lean)
     maps = out[method] if method != "heads" else out["heads"][:, int(layer)]
+    raise_non_finite(finite, valid=valid, result=(maps, out["logits"]))
     return maps, out["logits"]

