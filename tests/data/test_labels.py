@@ -167,3 +167,15 @@ def test_build_label_files_refuses_short_lists(tmp_path):
     (tmp_path / "imagenet_synsets.txt").write_text("n01\n" * 1000)  # right count, wrong names
     with pytest.raises(ValueError, match="index 281 would be 'tench, Tinca_tinca'"):
         build_label_files(tmp_path)
+
+
+def test_the_checkpoints_own_names_win_with_auto():
+    """Names the checkpoint file gives (ViTConfig.class_names: id2label, label_names) come before ImageNet's."""
+    own = [f"name {i}" for i in range(1000)]
+    assert class_names(1000, "auto", checkpoint=own) == own  # before: ImageNet's names for any 1000-class head
+    assert class_names(1000, "imagenet1k", checkpoint=own)[281] == "tabby, tabby_cat"  # an explicit choice wins
+    assert class_names(3, "checkpoint", checkpoint=("a", "b", "c")) == ["a", "b", "c"]
+    with pytest.raises(ValueError, match="checkpoint has 2 class names but the model has 3 classes"):
+        class_names(3, "auto", checkpoint=["a", "b"])
+    with pytest.raises(ValueError, match="the checkpoint file gives no class names"):
+        class_names(3, "checkpoint")

@@ -227,7 +227,7 @@ def test_rejected_run_writes_nothing_and_the_corrected_rerun_runs(make_checkpoin
         assert not out.exists()  # refused before anything is written
     model, params = load_checkpoint(ckpt)
     records = dataset_records(class_folder)
-    for kwargs, message in (({"batch_size": 0}, "batch_size"), ({"resize": "bicubic"}, "resize"),
+    for kwargs, message in (({"batch_size": 0}, "batch_size"), ({"resize": "lanczos"}, "resize"),
                             ({"workers": 0}, "workers"), ({"steps": (0.5, 2.0)}, "steps")):
         with pytest.raises(ValueError, match=message):
             run_perturbation(model, params, records, out, root=class_folder, methods=("last_layer",), **kwargs)

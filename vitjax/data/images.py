@@ -17,6 +17,11 @@ Three steps, shared by the library, the command line and the notebook:
    identical to ``jax.image.resize(x, shape, "bilinear", antialias=False)`` up to float32
    rounding. ``resize="pil"``: PIL's bilinear on the 8-bit RGB image, which antialiases when it
    shrinks and rounds to uint8 (vitjax's earlier default, and many PyTorch ports').
+   ``resize="bicubic"``: PIL's antialiased bicubic on the 8-bit image (timm's default
+   interpolation, DINOv2's processor). By default a config's ``input_resize`` decides: what the
+   checkpoint's library does when its JSON says it (timm ``pretrained_cfg.interpolation``,
+   transformers ``preprocessor_config.json`` ``resample``), else Google's. Crops
+   (``crop_pct``, ``do_center_crop``) are never applied: the maps cover the whole photo.
 3. **Normalise** per channel: ``(x / 255 - mean) / std`` with ``mean``/``std`` in [0, 1] pixel
    units: Google (0.5, 0.5, 0.5)/(0.5, 0.5, 0.5), i.e. ``(x - 127.5) / 127.5``; ImageNet
    (0.485, 0.456, 0.406)/(0.229, 0.224, 0.225) for DeiT and DINOv2.
@@ -30,6 +35,8 @@ from typing import Callable, Optional, Sequence, Tuple, Union
 import numpy as np
 from PIL import Image, ImageOps
 
+from vitjax.model.config import INPUT_RESIZES
+
 __all__ = ["GOOGLE_MEAN", "GOOGLE_STD", "RESIZE_METHODS", "bilinear_taps", "load_image", "load_pixels", "preprocess",
            "resize_bilinear"]
 
@@ -37,7 +44,7 @@ ImageLike = Union[str, os.PathLike, Image.Image, np.ndarray]
 
 GOOGLE_MEAN = (0.5, 0.5, 0.5)
 GOOGLE_STD = (0.5, 0.5, 0.5)
-RESIZE_METHODS = ("google", "pil")
+RESIZE_METHODS = INPUT_RESIZES  # ("google", "pil", "bicubic"); ViTConfig.input_resize is one of them
 
 _DEEP_MODES = ("I", "I;16", "I;16L", "I;16B", "I;16N", "F")
 # One decoded image before resizing: its array in the file's own dtype ([H, W] or [H, W, 3]) and
@@ -300,7 +307,7 @@ def preprocess(
     image: ImageLike,
     size_or_config,
     *,
-    resize: str = "google",
+    resize: Optional[str] = None,
     mean: Optional[Sequence[float]] = None,
     std: Optional[Sequence[float]] = None,
 ) -> np.ndarray:
@@ -312,10 +319,13 @@ def preprocess(
       size_or_config: a :class:`vitjax.ViTConfig` (its ``image_size``, ``pixel_mean`` and
         ``pixel_std`` are used; a config without the pixel fields means Google's), or the size
         ``(height, width)`` in pixels, or an int for a square (Google's normalisation).
-      resize: ``"google"`` (default): bilinear, half-pixel centres, no antialiasing, float
+      resize: ``"google"``: bilinear, half-pixel centres, no antialiasing, float
         pixels (``tf.image.resize`` in Google's ``vit_jax/input_pipeline.py``; equals
         ``jax.image.resize(..., "bilinear", antialias=False)``). ``"pil"``: PIL's antialiased
-        bilinear on the 8-bit RGB image, rounded to uint8.
+        bilinear on the 8-bit RGB image, rounded to uint8 (transformers' ``ViTImageProcessorPil``,
+        timm's ``interpolation="bilinear"``). ``"bicubic"``: PIL's antialiased bicubic on the 8-bit
+        image (timm's ``interpolation="bicubic"``, transformers' ``resample=3``). None (default):
+        the config's ``input_resize`` (what the checkpoint's library does), ``"google"`` for a size.
       mean, std: per-channel ``(x / 255 - mean) / std`` in [0, 1] pixel units (3 numbers, or
         one for all channels); override the config's. Google: 0.5 / 0.5, i.e.
         ``(x - 127.5) / 127.5`` in [-1, 1]; ImageNet: (0.485, 0.456, 0.406) /
@@ -328,6 +338,8 @@ def preprocess(
       ValueError: unreadable image (the message names the file), an unknown ``resize``, a bad
         size, mean or std.
     """
+    if resize is None:
+        resize = getattr(size_or_config, "input_resize", "google")
     if resize not in RESIZE_METHODS:
         raise ValueError(f"resize must be one of {', '.join(RESIZE_METHODS)}, got {resize!r}")
     if hasattr(size_or_config, "image_size"):
@@ -338,8 +350,9 @@ def preprocess(
         h, w = _size(size_or_config)
     m = _triple("mean", GOOGLE_MEAN if mean is None else mean)
     s = _triple("std", GOOGLE_STD if std is None else std)
-    if resize == "pil":
-        x = np.asarray(load_image(image).resize((w, h), Image.BILINEAR), dtype=np.float32)
+    if resize in ("pil", "bicubic"):
+        pil_filter = Image.BILINEAR if resize == "pil" else Image.BICUBIC
+        x = np.asarray(load_image(image).resize((w, h), pil_filter), dtype=np.float32)
     else:
         x = _resize(*_decode(image), h, w).astype(np.float32)
         x = np.repeat(x[..., None], 3, axis=-1) if x.ndim == 2 else x

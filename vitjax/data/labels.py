@@ -1,4 +1,9 @@
-"""Class names for ImageNet-1k / ImageNet-21k heads, or from a label file.
+"""Class names: the checkpoint's own, ImageNet-1k / ImageNet-21k, or from a label file.
+
+This module is the one place that decides what a class index is called (:func:`class_names`):
+with ``labels="auto"`` the names the checkpoint file gives (``ViTConfig.class_names``, read by the
+loader from transformers' ``id2label`` or timm's ``label_names``; an HF ViT's 281 is
+``"tabby, tabby cat"``), else the bundled ImageNet names for 1000- and 21843-class heads.
 
 The two bundled lists (``vitjax/data/imagenet1k.txt``, ``imagenet21k.txt``)
 were made by :func:`build_label_files` (``scripts/make_labels.py``) from the
@@ -135,25 +140,30 @@ def load_label_file(path: Union[str, os.PathLike]) -> List[str]:
 
 
 def class_names(
-    num_classes: Optional[int], labels: Union[str, os.PathLike] = "auto"
+    num_classes: Optional[int], labels: Union[str, os.PathLike] = "auto", *,
+    checkpoint: Optional[Sequence[str]] = None,
 ) -> Optional[List[str]]:
     """Names for a classifier head with ``num_classes`` outputs.
 
     Args:
       num_classes: the head's width (``logits.shape[-1]``), or None for a
         model without a classification head.
-      labels: ``"auto"`` (default), ``"imagenet1k"``, ``"imagenet21k"`` or
-        the path of a label file (see :func:`load_label_file`).
+      labels: ``"auto"`` (default), ``"checkpoint"``, ``"imagenet1k"``, ``"imagenet21k"``
+        or the path of a label file (see :func:`load_label_file`).
+      checkpoint: the names the checkpoint file gives, one per class
+        (``model.config.class_names``), or None.
 
     Returns:
-      With ``"auto"``: the ImageNet-1k names for 1000 classes, the
-      ImageNet-21k names for 21843 classes, otherwise None (the caller shows
-      class indices). With an explicit choice: a list of exactly
-      ``num_classes`` names.
+      With ``"auto"``: the checkpoint's names when it gives them, else the
+      ImageNet-1k names for 1000 classes, the ImageNet-21k names for 21843
+      classes, otherwise None (the caller shows class indices). With
+      ``"checkpoint"``: the checkpoint's names. With another explicit choice:
+      a list of exactly ``num_classes`` names.
 
     Raises:
-      ValueError: an explicit ``labels`` whose length differs from
+      ValueError: an explicit ``labels`` (or ``checkpoint``) whose length differs from
         ``num_classes`` (the message names the argument and both lengths),
+        ``"checkpoint"`` for a checkpoint that gives no names,
         an explicit ``labels`` for a model without head, a ``labels`` that is
         neither a keyword nor an existing file, an unreadable label file, or
         a ``num_classes`` that is not a positive integer.
@@ -162,7 +172,19 @@ def class_names(
         isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1
     ):
         raise ValueError(f"num_classes must be a positive integer or None, got {num_classes!r}")
+    if checkpoint is not None:
+        checkpoint = [str(n) for n in checkpoint]
+        if num_classes is None or len(checkpoint) != num_classes:
+            raise ValueError(f"checkpoint has {len(checkpoint)} class names but the model has "
+                             f"{num_classes or 'no'} classes")
+    if isinstance(labels, str) and labels == "checkpoint":
+        if checkpoint is None:
+            raise ValueError("labels='checkpoint': the checkpoint file gives no class names (no id2label or "
+                             "label_names in its config.json); use 'auto', 'imagenet1k', 'imagenet21k' or a label file")
+        return checkpoint
     if isinstance(labels, str) and labels == "auto":
+        if checkpoint is not None:
+            return checkpoint
         if num_classes == IMAGENET1K_CLASSES:
             return imagenet1k_names()
         if num_classes == IMAGENET21K_CLASSES:
@@ -173,7 +195,7 @@ def class_names(
         names = list(_builtin(labels))
     elif not os.path.exists(shown):
         raise ValueError(
-            f"labels={shown!r}: no such file; use 'auto', 'imagenet1k', 'imagenet21k' "
+            f"labels={shown!r}: no such file; use 'auto', 'checkpoint', 'imagenet1k', 'imagenet21k' "
             "or the path of a label file (one class name per line)"
         )
     else:

@@ -137,7 +137,8 @@ def write_report(out, results, *, names, num_layers: int, num_heads: int, grid_s
         write_if_changed(paths[-1], _png(metrics_figure(summary["overall"], num_layers,
                                                         title=f"{title}, {annotated} annotated")))
     paths.append(out / "attention_distance.png")
-    write_if_changed(paths[-1], _png(distance_figure(summary["overall"]["mean_attention_distance"], title=title)))
+    write_if_changed(paths[-1], _png(distance_figure(summary["overall"]["mean_attention_distance"], title=title,
+                                                     input_size=run.get("image_size"))))
     return paths
 
 
@@ -250,7 +251,8 @@ def head_styles(num_heads: int) -> List[Dict[str, Any]]:
     return [{"color": to_hex(c), "marker": m} for c, m in zip(colors[:num_heads], markers[:num_heads], strict=True)]
 
 
-def distance_figure(mad: Optional[Sequence[Sequence[Optional[float]]]], *, title: str = ""):
+def distance_figure(mad: Optional[Sequence[Sequence[Optional[float]]]], *, title: str = "",
+                    input_size: Optional[Sequence[int]] = None):
     """Mean attention distance (pixels) of every head against layer depth (ViT paper, Fig. 7).
 
     Each head has its own colour and marker (:func:`head_styles`) and is shifted
@@ -259,6 +261,8 @@ def distance_figure(mad: Optional[Sequence[Sequence[Optional[float]]]], *, title
 
     Args:
       mad: ``[L][H]`` pixels (``summarize(...)["mean_attention_distance"]``), or None.
+      input_size: the model input ``(height, width)`` in pixels the distances are measured in (the same
+        heads give twice the pixels at twice the size); named in the y label when given.
 
     Returns:
       a ``matplotlib.figure.Figure``.
@@ -281,7 +285,8 @@ def distance_figure(mad: Optional[Sequence[Sequence[Optional[float]]]], *, title
         ax.text(0.5, 0.5, "no images", ha="center", va="center", transform=ax.transAxes)
     ax.set_ylim(bottom=0)
     ax.set_xlabel("network depth (layer)")
-    ax.set_ylabel("mean attention distance (pixels)")
+    ax.set_ylabel("mean attention distance (pixels)" if input_size is None else
+                  f"mean attention distance\n(pixels of the {int(input_size[0])}\u00d7{int(input_size[1])} px input)")
     ax.grid(alpha=0.3)
     ax.set_title(title, fontsize=9)
     return fig

@@ -14,11 +14,14 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-__all__ = ["ViTConfig", "VARIANTS", "MATMUL_PRECISIONS", "PIXEL_MEAN_RANGE", "PIXEL_STD_RANGE", "get_config"]
+__all__ = ["ViTConfig", "VARIANTS", "INPUT_RESIZES", "MATMUL_PRECISIONS", "PIXEL_MEAN_RANGE", "PIXEL_STD_RANGE",
+           "get_config"]
 
 # Names of jax_default_matmul_precision; see ViTConfig.matmul_precision.
 MATMUL_PRECISIONS = ("float32", "tensorfloat32", "bfloat16")
 POSEMB_RESIZES = ("zoom_linear", "timm", "bicubic")
+#: How :func:`vitjax.preprocess` resizes an image to the input (see ``ViTConfig.input_resize``).
+INPUT_RESIZES = ("google", "pil", "bicubic")
 #: Accepted per-channel normalisation, in [0, 1] pixel units: trained models use means in [0, 1] and standard
 #: deviations of 0.2-0.5 (1 / 255 = 0.0039 when the model reads raw 0-255 values); outside these the inputs
 #: become huge or vanish (a std of 1e-300 gives inf).
@@ -79,6 +82,18 @@ class ViTConfig:
       random_weights: the file holds random weights (written by
         :mod:`vitjax.checkpoints.synthetic`), not a trained model: predictions and
         maps mean nothing about images, and figures and tables say so.
+      input_resize: how an image is resized to ``image_size`` by :func:`vitjax.preprocess` unless
+        a call says otherwise, as the library that wrote the file does (one of
+        :data:`INPUT_RESIZES`): ``"google"`` (Google's evaluation pipeline: bilinear, no
+        antialiasing, float pixels; the default, and Google's files), ``"pil"`` (PIL's
+        antialiased bilinear on 8-bit pixels: timm ``interpolation="bilinear"``, transformers
+        ``resample=2``) or ``"bicubic"`` (PIL's antialiased bicubic on 8-bit pixels: timm's
+        ``interpolation="bicubic"``, transformers ``resample=3``). The whole image is resized, never
+        cropped (the maps cover the whole photo).
+      class_names: the class names the checkpoint file gives for its head (transformers
+        ``id2label``, timm ``label_names``), one per class, or None. Not part of equality or the
+        hash (a jit static argument does not depend on it) and not shown in ``repr``;
+        :func:`vitjax.data.labels.class_names` prefers it with ``labels="auto"``.
 
     Every field is checked on construction (type, range, finiteness; a bool is
     not an integer and 2.9 is not one either): ``ValueError`` naming the field.
@@ -107,6 +122,8 @@ class ViTConfig:
     posemb_resize: str = "zoom_linear"
     source: str = "google"
     random_weights: bool = False
+    input_resize: str = "google"
+    class_names: Optional[Tuple[str, ...]] = dataclasses.field(default=None, repr=False, compare=False)
 
     def __post_init__(self):
         def put(name, value):
@@ -147,6 +164,17 @@ class ViTConfig:
             )
         if self.posemb_resize not in POSEMB_RESIZES:
             raise ValueError(f"posemb_resize must be one of {', '.join(POSEMB_RESIZES)}, got {self.posemb_resize!r}")
+        if self.input_resize not in INPUT_RESIZES:
+            raise ValueError(f"input_resize must be one of {', '.join(INPUT_RESIZES)}, got {self.input_resize!r}")
+        if self.class_names is not None:
+            names = self.class_names
+            if isinstance(names, (str, bytes)) or not hasattr(names, "__len__") \
+                    or not all(isinstance(n, str) for n in names):
+                raise ValueError("class_names must be None or one string per class")
+            if self.num_classes is None or len(names) != self.num_classes:
+                raise ValueError(f"class_names has {len(names)} names but the head has "
+                                 f"{self.num_classes or 'no'} classes")
+            put("class_names", tuple(names))
         for name, (lo, hi) in (("pixel_mean", PIXEL_MEAN_RANGE), ("pixel_std", PIXEL_STD_RANGE)):
             put(name, _triple(name, getattr(self, name), lo, hi))
         gh, gw = self.grid
