@@ -159,7 +159,7 @@ def test_map_methods_are_declared_once():
     hits = [str(p.relative_to(REPO)) for p in ROOT.rglob("*.py") if pattern.search(p.read_text())]
     assert hits == [], "a second list of method names"
     assert names == ["rollout", "layer", "cumulative", "heads", "generic", "grad_rollout", "attention_gradcam",
-                     "last_layer"]
+                     "last_layer", "lens", "head-importance"]
 
 
 def test_public_api_is_small_and_every_name_is_in_the_readme():

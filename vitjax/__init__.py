@@ -6,7 +6,8 @@ else is reached through its subpackage and may change between releases:
 * ``vitjax.model``: the configuration, the Flax modules (named like Google's tree), the forward pass;
 * ``vitjax.checkpoints``: reading ``.npz`` and ``.safetensors`` files, names -> files;
 * ``vitjax.data``: images, datasets, labels, batching;
-* ``vitjax.attribution``: rollout options, the method registry, maps, class maps, diagnostics;
+* ``vitjax.attribution``: rollout options, the method registry, maps, class maps, diagnostics,
+  activations by name and interventions (``hooks``), the lens (``lens``), head importance (``importance``);
 * ``vitjax.evaluation``: the resumable dataset runner, localisation metrics, the perturbation test;
 * ``vitjax.viz``: figures, their notes, the visualize run;
 * ``vitjax.cli``: the commands.
@@ -14,6 +15,9 @@ else is reached through its subpackage and may change between releases:
 
 from vitjax.attribution.class_maps import class_maps
 from vitjax.attribution.diagnostics import attention_sinks, outlier_tokens
+from vitjax.attribution.hooks import ablate_heads, patch_from, run_with_cache, run_with_hooks, scale_heads
+from vitjax.attribution.importance import head_importance
+from vitjax.attribution.lens import direct_logit_attribution, feature_lens, logit_lens
 from vitjax.attribution.maps import attention_maps, compute_maps
 from vitjax.attribution.methods import METHODS
 from vitjax.attribution.options import RolloutOptions
@@ -65,6 +69,16 @@ __all__ = [
     "outlier_tokens",
     "rollout_map",
     "upsample",
+    # activations, interventions, the lens
+    "run_with_cache",
+    "run_with_hooks",
+    "ablate_heads",
+    "patch_from",
+    "scale_heads",
+    "logit_lens",
+    "feature_lens",
+    "direct_logit_attribution",
+    "head_importance",
     # files and runs
     "DatasetError",
     "evaluate",

@@ -11,7 +11,11 @@ read this table; a new method is one entry here plus its function.
 
 Attention methods (``kind == "attention"``) come out of one pass of
 :func:`vitjax.compute_maps`; class methods (``kind == "class"``) out of
-:func:`vitjax.class_maps` (one ``jax.vjp``).
+:func:`vitjax.class_maps` (one ``jax.vjp``). Two kinds are not maps of where the
+model looks, so nothing that ranks or scores maps sees them (``single`` is False,
+:attr:`Method.gives_maps` is False): ``"lens"`` (what each layer already knows:
+:func:`vitjax.logit_lens`, or :func:`vitjax.feature_lens` for a headless model) and
+``"importance"`` (:func:`vitjax.head_importance`, an ``L x H`` table per image).
 """
 
 from __future__ import annotations
@@ -32,8 +36,9 @@ class Method:
 
     Attributes:
       name: what ``--method`` and ``method=`` accept.
-      kind: ``"attention"`` (from the attention alone) or ``"class"`` (class-specific: needs a
-        trained head and the gradient of a class logit).
+      kind: ``"attention"`` (from the attention alone), ``"class"`` (class-specific: needs a
+        trained head and the gradient of a class logit), ``"lens"`` (each layer's residual stream
+        read by the head) or ``"importance"`` (each head's ablation effect).
       options: the :class:`vitjax.RolloutOptions` fields the map uses (each layer's own map has
         no product over layers, so no start layer; head maps and most class maps use none).
       quantity: what the map's values are, for colour bars: ``"attention"`` or the class
@@ -61,6 +66,11 @@ class Method:
     def needs_gradients(self) -> bool:
         return self.kind == "class"
 
+    @property
+    def gives_maps(self) -> bool:
+        """Maps of the patch grid (attention and class methods), what the figures' grids and the map files hold."""
+        return self.kind in ("attention", "class")
+
 
 METHODS: Dict[str, Method] = {m.name: m for m in (
     Method("rollout", "attention", _ALL, "attention", True,
@@ -78,6 +88,10 @@ METHODS: Dict[str, Method] = {m.name: m for m in (
            "Chefer, Gur & Wolf, CVPR 2021 baseline (generate_cam_attn)", relevance.attention_gradcam_row),
     Method("last_layer", "class", (), "attention", True,
            "Chefer, Gur & Wolf, CVPR 2021 baseline (attn_last_layer)", relevance.last_layer_row),
+    Method("lens", "lens", (), "logit lens: the predicted class's logit read at each patch", False,
+           "nostalgebraist, 'interpreting GPT: the logit lens', 2020; ViT-Prisma's per-patch lens"),
+    Method("head-importance", "importance", (), "change of the target logit when the head alone is ablated", False,
+           "Michel, Levy & Neubig, 'Are Sixteen Heads Really Better than One?', NeurIPS 2019"),
 )}
 
 

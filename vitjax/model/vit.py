@@ -18,7 +18,12 @@ GPUs and TPUs too.
 
 The model knows nothing of attention maps: the memory-lean maps of
 :mod:`vitjax.attribution.maps` intercept the attention modules' calls from outside
-(``flax.linen.intercept_methods``).
+(``flax.linen.intercept_methods``). Three values that no submodule call carries
+pass through :meth:`HookPoints.hook_point` (the identity; an interceptor sees and
+may replace them): the attention scores before the softmax and the
+probabilities (``MultiHeadDotProductAttention_1``), the residual stream between
+attention and MLP (``Encoder1DBlock``), and the ``pre_logits`` output after its
+tanh (``ViT``). :mod:`vitjax.attribution.hooks` names every site.
 
 Shapes: B batch, N tokens (class token, registers, then patches), D width,
 H heads, L layers.
@@ -35,7 +40,7 @@ from jax import lax
 
 from vitjax.model.config import ViTConfig
 
-__all__ = ["ViT", "Encoder", "Encoder1DBlock", "MultiHeadDotProductAttention", "MlpBlock", "LayerScale"]
+__all__ = ["ViT", "Encoder", "Encoder1DBlock", "HookPoints", "MultiHeadDotProductAttention", "MlpBlock", "LayerScale"]
 
 ATTENTION = "attention"  # name of the sown / perturbed attention probabilities
 FEATURES = "features"  # name of the sown class-token features before pre_logits
@@ -48,7 +53,20 @@ def _layer_norm(name: str, dtype: Dtype, eps: float = 1e-6) -> nn.LayerNorm:
     return nn.LayerNorm(epsilon=eps, dtype=dtype, use_fast_variance=False, name=name)
 
 
-class MultiHeadDotProductAttention(nn.Module):
+class HookPoints(nn.Module):
+    """Base of the modules with values no submodule call carries: ``hook_point(name, value)`` returns ``value``.
+
+    It holds no parameters and adds no operation; it is a method so that
+    ``flax.linen.intercept_methods`` sees each call (``context.method_name ==
+    "hook_point"``, ``args == (name, value)``) and may return another value.
+    """
+
+    def hook_point(self, name: str, value):
+        del name
+        return value
+
+
+class MultiHeadDotProductAttention(HookPoints):
     """Self-attention whose probabilities are sown and perturbable.
 
     Parameters as in the checkpoints: ``query|key|value/kernel [D, H, D/H]``,
@@ -74,7 +92,9 @@ class MultiHeadDotProductAttention(nn.Module):
         q = q / jnp.sqrt(head_dim).astype(q.dtype)
         logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, precision=self.precision,
                             preferred_element_type=jnp.float32)
+        logits = self.hook_point("attn_scores", logits)
         probs = jax.nn.softmax(logits, axis=-1)  # [B, H, N, N] float32
+        probs = self.hook_point("pattern", probs)
         probs = self.perturb(ATTENTION, probs)
         self.sow("intermediates", ATTENTION, probs)
         # reduce_precision to float32 is the identity on these float32 values; it keeps XLA:CPU from
@@ -112,7 +132,7 @@ class LayerScale(nn.Module):
         return x * scale.astype(self.dtype)[None, None, :]
 
 
-class Encoder1DBlock(nn.Module):
+class Encoder1DBlock(HookPoints):
     """Pre-LayerNorm block: ``x + ls1(MHA(LN_0(x)))``, then ``x + ls2(MLP(LN_2(x)))``.
 
     LayerScale (``ls1``, ``ls2``) only with ``config.layer_scale``.
@@ -131,7 +151,7 @@ class Encoder1DBlock(nn.Module):
         )(y)
         if c.layer_scale:
             y = LayerScale(self.dtype, name="ls1")(y)
-        x = x + y
+        x = self.hook_point("resid_mid", x + y)
         y = _layer_norm("LayerNorm_2", self.dtype, c.layer_norm_eps)(x)
         y = MlpBlock(c.mlp_dim, c.gelu_approximate, self.dtype, c.precision, name="MlpBlock_3")(y)
         if c.layer_scale:
@@ -232,7 +252,7 @@ class ResNetStage(nn.Module):
         return x
 
 
-class ViT(nn.Module):
+class ViT(HookPoints):
     """Vision Transformer (and R50 hybrid) with class-token readout.
 
     Call: ``out = ViT(config).apply({"params": params}, images)`` with
@@ -283,6 +303,7 @@ class ViT(nn.Module):
         self.sow("intermediates", FEATURES, x)
         if c.representation_size is not None:
             x = jnp.tanh(nn.Dense(c.representation_size, dtype=self.dtype, precision=hi, name="pre_logits")(x))
+            x = self.hook_point("pre_logits", x)
         if c.num_classes:
             x = nn.Dense(c.num_classes, dtype=self.dtype, precision=hi, name="head")(x)
         return x.astype(jnp.float32)

@@ -1,0 +1,105 @@
+"""Head importance as one compiled program (vitjax.attribution.importance) against ablated forward passes."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from support.helpers import rounding_tol
+from support.tiny_models import tiny_model as _model
+
+import vitjax
+from vitjax.attribution.hooks import ablate_heads, run_with_hooks
+from vitjax.attribution.importance import (
+    ablation_bytes,
+    aggregate_importance,
+    chunk_size,
+    head_importance,
+    importance_step,
+)
+from vitjax.data.batching import Batch
+
+
+def _reference(model, params, x, mode, target=None):
+    """``[B, L, H]``: a loop of ablated forward passes minus the clean one (logit, or feature cosine - 1)."""
+    c = model.config
+    clean = vitjax.predict(model, params, x)
+    cls = jnp.argmax(clean, axis=-1) if target is None else jnp.full((x.shape[0],), target)
+    out = np.zeros((x.shape[0], c.num_layers, c.num_heads), np.float32)
+    for layer in range(c.num_layers):
+        for head in range(c.num_heads):
+            o = run_with_hooks(model, params, x, ablate_heads({layer: head}, mode))
+            if c.num_classes:
+                out[:, layer, head] = o[jnp.arange(len(cls)), cls] - clean[jnp.arange(len(cls)), cls]
+            else:
+                cos = jnp.sum(o * clean, -1) / jnp.linalg.norm(o, axis=-1) / jnp.linalg.norm(clean, axis=-1)
+                out[:, layer, head] = cos - 1
+    return out, float(jnp.abs(clean).max())
+
+
+@pytest.mark.parametrize("mode", ["zero", "mean"])
+@pytest.mark.parametrize("budget", [2**30, 1], ids=["one-chunk", "one-head-per-chunk"])
+def test_each_head_equals_the_ablated_forward_pass_minus_the_clean_one(mode, budget):
+    model, params, x = _model(num_layers=3, num_heads=4, num_registers=1, layer_scale=True)
+    imp = head_importance(model, params, x, mode=mode, budget=budget)
+    ref, scale = _reference(model, params, x, mode)
+    assert imp.shape == (2, 3, 4) and float(np.abs(ref).max()) > 1e-2
+    np.testing.assert_allclose(imp, ref, rtol=0, atol=rounding_tol(scale, steps=2 * 3 * 4, fan_in=24))
+
+
+def test_a_given_target_and_a_headless_model():
+    model, params, x = _model(num_layers=2, num_heads=4)
+    imp = head_importance(model, params, x, target=5)
+    ref, scale = _reference(model, params, x, "zero", target=5)
+    np.testing.assert_allclose(imp, ref, atol=rounding_tol(scale, steps=16, fan_in=24))
+    model, params, x = _model(num_layers=2, num_heads=4, num_classes=None, classifier="gap")
+    imp = head_importance(model, params, x)
+    ref, _ = _reference(model, params, x, "zero")
+    assert float(imp.max()) <= 1e-6 and float(imp.min()) < -1e-4  # cosine - 1 <= 0
+    np.testing.assert_allclose(imp, ref, atol=rounding_tol(1.0, steps=16, fan_in=24))
+
+
+def test_chunks_fit_the_budget():
+    config = vitjax.get_config("ViT-B_16")
+    per = ablation_bytes(config, 8)
+    assert per == 4 * 8 * (8 * 197 * 768 + 2 * 197 * 3072 + 3 * 12 * 197 * 197)
+    assert chunk_size(config, 8, 12 * per) == 12
+    assert chunk_size(config, 8, 7 * per) == 6  # two balanced chunks of 6, not 7 + 5
+    assert chunk_size(config, 8, 5 * per) == 4
+    assert chunk_size(config, 8, 1) == 1
+    for budget in (per, 3 * per, 11 * per):
+        assert chunk_size(config, 8, budget) * per <= budget
+
+
+def test_the_dataset_step_skips_padding_and_aggregates():
+    model, params, x = _model(num_layers=2, num_heads=4, batch=3)
+    images = np.asarray(x).copy()
+    images[2] = 0.0  # a padding row
+    batch = Batch(index=0, start=0, images=images, valid=np.array([True, True, False]), items=("a", "b"),
+                  extras=(None, None), failed=())
+    rows = importance_step(model, params, mode="mean")(batch)
+    assert len(rows) == 2 and np.asarray(rows[0]["head_importance"]).shape == (2, 4)
+    want = head_importance(model, params, x[:2], mode="mean")  # the mean over the two real images only
+    np.testing.assert_allclose(np.asarray([r["head_importance"] for r in rows]), want, atol=1e-5)
+    assert [r["target_class"] for r in rows] == np.argmax(vitjax.predict(model, params, x[:2]), -1).tolist()
+    agg = aggregate_importance(rows + [{"image": "c", "status": "failed"}])
+    assert agg["count"] == 2 and agg["mean"].shape == (2, 4)
+    np.testing.assert_allclose(agg["mean"], np.mean(want, axis=0), atol=1e-5)
+    np.testing.assert_allclose(agg["std"], np.std(want, axis=0), atol=1e-5)
+    assert aggregate_importance(np.zeros((0, 2, 4)))["count"] == 0
+
+
+def test_bad_settings_are_one_line_errors():
+    model, params, x = _model(num_layers=1)
+    for kw, text in ((dict(mode="max"), "mode must be"), (dict(budget=0), "budget must be"),
+                     (dict(budget=1.5), "budget must be"), (dict(target=9), "in \\[0, 6\\]")):
+        with pytest.raises(ValueError, match=text) as e:
+            head_importance(model, params, x, **kw)
+        assert "\n" not in str(e.value)
+    headless, p2, _ = _model(num_layers=1, num_classes=None)
+    with pytest.raises(ValueError, match="target must be None"):
+        head_importance(headless, p2, x, target=1)
+    with pytest.raises(ValueError, match="target must be None"):
+        importance_step(headless, p2, target=1)
+    with pytest.raises(ValueError, match="n, L, H"):
+        aggregate_importance(np.zeros((2, 3)))

@@ -1,0 +1,252 @@
+"""Head importance: what each head alone is worth to the answer, all ``L x H`` ablations in one compiled program.
+
+For every head ``h`` of every layer ``l``, the head's output ``z_h`` (``hook_z``)
+is zeroed (or replaced by its mean over the batch) and the change of the target
+logit is measured, ``ablated - clean`` (Michel, Levy & Neubig, "Are Sixteen Heads
+Really Better than One?", NeurIPS 2019, who prune by the same single-head
+ablations; TransformerLens and ViT-Prisma loop over forward passes). A model
+without a head (DINOv2) is measured by its features instead: the cosine of the
+ablated features to the clean ones, minus 1.
+
+The program reuses the clean prefix. One clean pass records every block's input
+``resid_pre`` and every head's output ``z``; an ablation in layer ``l`` starts from
+the clean ``resid_pre[l]`` and the clean ``z[l]`` (ablating ``z_h`` changes nothing
+before it), recomputes block ``l`` from its output projection on and then blocks
+``l+1 .. L-1`` and the readout. That is ``sum_l H (L - l)`` block evaluations
+against ``L^2 H`` for a loop of full forward passes (ViT-B/16: 936 against 1728),
+minus the attention of block ``l``. Ablations are batched with ``jax.vmap`` in
+chunks of heads sized to a memory budget (:func:`ablation_bytes`) and run in
+sequence with ``jax.lax.map``; the later blocks run in a ``jax.lax.fori_loop`` over
+the stacked layer parameters, so the program holds one block, whatever ``L``.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, Dict, List, Mapping, Sequence, Union
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from vitjax.attribution.hooks import apply_hooked
+from vitjax.attribution.lens import readout, target_classes
+from vitjax.data.batching import Batch
+from vitjax.model.config import ViTConfig
+from vitjax.model.forward import check_images
+from vitjax.model.vit import Encoder1DBlock, MultiHeadDotProductAttention, ViT
+
+__all__ = ["DEFAULT_BUDGET", "MODES", "ablation_bytes", "aggregate_importance", "chunk_size", "head_importance",
+           "importance_step"]
+
+MODES = ("zero", "mean")
+#: Default memory budget of the ablations in flight (bytes): 2 GiB, a tenth of a 24 GB machine.
+DEFAULT_BUDGET = 2 * 2**30
+
+
+def ablation_bytes(config: ViTConfig, batch: int) -> int:
+    """Bytes one ablation in flight needs: ``4 B (8 N D + 2 N M + 3 H N^2)``.
+
+    The live buffers of one block evaluation in float32 (FACTS section 9): the residual, its
+    normalised copy, q, k, v, z and the block's outputs (about 8 ``N x D``), the MLP's hidden
+    layer before and after the GELU (``2 N x M``), the scores, probabilities and the softmax's
+    temporary (``3 H x N x N``). The clean cache (``2 L B N D``) and the parameters come once.
+    """
+    n, d, m, h = config.num_tokens, config.hidden_size, config.mlp_dim, config.num_heads
+    return 4 * int(batch) * (8 * n * d + 2 * n * m + 3 * h * n * n)
+
+
+def chunk_size(config: ViTConfig, batch: int, budget: int) -> int:
+    """Heads ablated at once (1..H) so that ``chunk x ablation_bytes <= budget``, balanced over the chunks.
+
+    At least 1, even when one ablation alone is over the budget.
+    """
+    h = config.num_heads
+    most = max(1, min(h, int(budget) // max(1, ablation_bytes(config, batch))))
+    chunks = -(-h // most)
+    return -(-h // chunks)
+
+
+@functools.partial(jax.jit, static_argnames=("model", "mode", "chunk"))
+def _importance(model: ViT, params, images, targets, weights, *, mode: str, chunk: int):
+    c = model.config
+    L, H = c.num_layers, c.num_heads
+    names = (tuple(f"blocks.{layer}.hook_resid_pre" for layer in range(L))
+             + tuple(f"blocks.{layer}.attn.hook_z" for layer in range(L)))
+    out, cache = apply_hooked(model, params, images, record=names)
+    resid = jnp.stack([cache[f"blocks.{layer}.hook_resid_pre"] for layer in range(L)])  # [L, B, N, D]
+    z = jnp.stack([cache[f"blocks.{layer}.attn.hook_z"] for layer in range(L)])  # [L, B, N, H, d]
+    if mode == "mean":
+        w = weights.astype(jnp.float32) / jnp.maximum(jnp.sum(weights.astype(jnp.float32)), 1.0)
+        fill = jnp.einsum("b,lbnhd->lnhd", w, z.astype(jnp.float32),
+                          precision=jax.lax.Precision.HIGHEST)[:, None].astype(z.dtype)  # [L, 1, N, H, d]
+    else:
+        fill = jnp.zeros((L, 1) + z.shape[2:], z.dtype)
+    blocks = jax.tree_util.tree_map(lambda *a: jnp.stack(a),
+                                    *[params["Transformer"][f"encoderblock_{layer}"] for layer in range(L)])
+
+    if c.num_classes:
+        classes = jnp.where(targets < 0, jnp.argmax(out, axis=-1), targets).astype(jnp.int32)
+
+        def score(o):  # [B, C] -> [B]: the target logit
+            return jnp.take_along_axis(o, classes[:, None], axis=1)[:, 0]
+    else:
+        classes = jnp.full(targets.shape, -1, jnp.int32)
+        unit = out / jnp.maximum(jnp.linalg.norm(out, axis=-1, keepdims=True), jnp.finfo(jnp.float32).tiny)
+
+        def score(o):  # [B, D] -> [B]: cosine to the clean features
+            return jnp.sum(o * unit, axis=-1) / jnp.maximum(jnp.linalg.norm(o, axis=-1), jnp.finfo(jnp.float32).tiny)
+
+    clean = score(out)
+    block = Encoder1DBlock(c, model.dtype)
+    out_proj = nn.DenseGeneral(c.hidden_size, axis=(-2, -1), dtype=model.dtype, precision=c.precision)
+
+    def layer_params(j):
+        return jax.tree_util.tree_map(lambda a: a[j], blocks)
+
+    def run_block(j, x):
+        return block.apply({"params": layer_params(j)}, x)[0]
+
+    def ablated_block(p, x, zh):  # block l with its attention output projected from the edited z
+        attn = out_proj.apply({"params": p["MultiHeadDotProductAttention_1"]["out"]}, zh)
+
+        def reuse(next_fun, args, kwargs, context):
+            if context.method_name == "__call__" and isinstance(context.module, MultiHeadDotProductAttention):
+                return attn, None  # q, k, v and the pattern are the clean ones: not recomputed
+            return next_fun(*args, **kwargs)
+
+        with nn.intercept_methods(reuse):
+            return block.apply({"params": p}, x)[0]
+
+    chunks = -(-H // chunk)
+    table = jnp.minimum(jnp.arange(chunks * chunk), H - 1).reshape(chunks, chunk)  # padded with the last head
+
+    def one(i):
+        layer, heads = i // chunks, table[i % chunks]
+        p, x0, zl, fl = layer_params(layer), resid[layer], z[layer], fill[layer]
+
+        def ablate(h):
+            zh = jnp.where((jnp.arange(H) == h)[None, None, :, None], fl, zl)
+            x = ablated_block(p, x0, zh)
+            x = jax.lax.fori_loop(layer + 1, L, run_block, x)
+            return score(readout(model, params, x))
+
+        return jax.vmap(ablate)(heads)  # [chunk, B]
+
+    res = jax.lax.map(one, jnp.arange(L * chunks))  # [L * chunks, chunk, B]
+    res = res.reshape(L, chunks * chunk, -1)[:, :H]
+    return jnp.transpose(res, (2, 0, 1)) - clean[:, None, None], classes
+
+
+def _check_settings(mode: str, budget) -> None:
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    if isinstance(budget, bool) or not isinstance(budget, (int, np.integer)) or budget <= 0:
+        raise ValueError(f"budget must be a positive number of bytes, got {budget!r}")
+
+
+def head_importance(model: ViT, params, images, *, target=None, mode: str = "zero",
+                    budget: int = DEFAULT_BUDGET) -> jnp.ndarray:
+    """Every head's importance: the change of the target logit when it alone is ablated, ``[B, L, H]``.
+
+    Args:
+      model, params: from :func:`vitjax.load_checkpoint`.
+      images: ``[B, H, W, 3]`` float32 at ``model.config.image_size``, preprocessed.
+      target: the class whose logit is measured: None (each image's predicted class), an int or an
+        int array ``[B]``. Must be None for a model without a head.
+      mode: ``"zero"`` (the head's output ``hook_z[..., h, :]`` set to 0) or ``"mean"`` (set to its
+        mean over the batch, per token position), as :func:`vitjax.ablate_heads`.
+      budget: bytes the ablations in flight may use (:func:`chunk_size`, :func:`ablation_bytes`);
+        the clean cache ``2 L B N D x 4`` bytes and the parameters come on top.
+
+    Returns:
+      float32 ``[B, L, H]`` (layers and heads 0-based): ``ablated - clean`` of the target logit
+      (negative: the head supports the class), or, for a headless model, ``cos(ablated features,
+      clean features) - 1`` (<= 0; the more negative, the more the features depend on the head).
+      Equals a forward pass with ``ablate_heads({l: h}, mode)`` minus the clean one (float32
+      rounding apart). One jitted program over all ``L x H`` ablations that reuses the clean prefix
+      (see the module docstring).
+
+    Raises:
+      ValueError: bad images, mode, budget or target (a target for a headless model).
+    """
+    _check_settings(mode, budget)
+    check_images(model, images)
+    images = jnp.asarray(images)
+    b = images.shape[0]
+    targets = _targets(model, target, b)
+    imp, _ = _importance(model, params, images, targets, jnp.ones((b,), jnp.float32), mode=mode,
+                         chunk=chunk_size(model.config, b, budget))
+    return imp
+
+
+def _targets(model: ViT, target, batch: int) -> jnp.ndarray:
+    if not model.config.num_classes:
+        if target is not None:
+            raise ValueError("target must be None for a model without a head (its importance is measured on the "
+                             "features' cosine)")
+        return jnp.full((batch,), -1, jnp.int32)
+    return target_classes(target, batch, int(model.config.num_classes))
+
+
+def importance_step(model: ViT, params, *, target=None, mode: str = "zero", budget: int = DEFAULT_BUDGET
+                    ) -> Callable[[Batch], List[Dict[str, Any]]]:
+    """A step of the dataset runner (:func:`vitjax.evaluation.runner.run`): one row of head importance per image.
+
+    ``step(batch) -> [{"head_importance": [[float] * H] * L, "target_class": int}, ...]`` for the
+    batch's valid rows (``target_class`` -1 for a headless model). ``mode="mean"`` takes the mean
+    over the valid rows only (padding rows are zeros). Aggregate the rows with
+    :func:`aggregate_importance`.
+
+    Raises:
+      ValueError: bad mode, budget or target (at once, before any batch).
+    """
+    _check_settings(mode, budget)
+    if target is not None:
+        _targets(model, target, 1)
+
+    def step(batch: Batch) -> List[Dict[str, Any]]:
+        check_images(model, batch.images)
+        b = batch.images.shape[0]
+        imp, classes = _importance(model, params, jnp.asarray(batch.images), _targets(model, target, b),
+                                   jnp.asarray(batch.valid, jnp.float32), mode=mode,
+                                   chunk=chunk_size(model.config, b, budget))
+        imp, classes = np.asarray(imp), np.asarray(classes)
+        return [{"head_importance": imp[r].tolist(), "target_class": int(classes[r])} for r in batch.rows]
+
+    return step
+
+
+def aggregate_importance(rows: Union[np.ndarray, Sequence[Mapping[str, Any]]]) -> Dict[str, Any]:
+    """Mean and spread of head importance over a dataset.
+
+    Args:
+      rows: ``[n, L, H]`` values, or the runner's rows (dicts; those without ``head_importance``,
+        e.g. failed images, are skipped).
+
+    Returns:
+      ``{"mean": [L, H], "std": [L, H], "count": n}`` (float64; ``std`` is the population standard
+      deviation, ddof 0; NaN where ``n == 0``).
+
+    Raises:
+      ValueError: values that are not ``[n, L, H]`` or rows of different shapes.
+    """
+    if isinstance(rows, np.ndarray) or hasattr(rows, "shape"):
+        values = np.asarray(rows, np.float64)
+    else:
+        kept = [r["head_importance"] for r in rows if isinstance(r, Mapping) and "head_importance" in r]
+        try:
+            values = np.asarray(kept, np.float64)
+        except ValueError:
+            raise ValueError("head importance rows of different shapes (several models in one run?)") from None
+    if values.ndim != 3:
+        if values.size == 0:
+            return {"mean": np.full((0, 0), np.nan), "std": np.full((0, 0), np.nan), "count": 0}
+        raise ValueError(f"head importance must be [n, L, H], got shape {values.shape}")
+    n = values.shape[0]
+    if n == 0:
+        nan = np.full(values.shape[1:], np.nan)
+        return {"mean": nan, "std": nan.copy(), "count": 0}
+    return {"mean": values.mean(axis=0), "std": values.std(axis=0), "count": int(n)}
+
