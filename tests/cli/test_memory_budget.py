@@ -35,10 +35,12 @@ def _one_line(err: str) -> str:
 def test_visualize_refuses_an_image_size_that_cannot_fit_before_allocating(tiny_checkpoint, photos, tmp_path,
                                                                           capsys):
     out = tmp_path / "out"
+    # 1024 px: 4097 tokens; one image of this 1-layer model needs ~0.5 GB for its lean maps (the loader's own
+    # guard, against half the free memory, lets it load) but ~1 GB for the two-step maps: over a 100 MB budget
     code = cli_visualize.main(["--ckpt", str(tiny_checkpoint), "--images", str(photos), "--out", str(out),
-                               "--image-size", "2048", "--memory-budget", "100M", "-q", "--no-compile-cache"])
+                               "--image-size", "1024", "--memory-budget", "100M", "-q", "--no-compile-cache"])
     err = _one_line(capsys.readouterr().err)
-    assert code == 2 and "2048x2048" in err and "100.0 MB" in err and "--memory-budget" in err
+    assert code == 2 and "1024x1024" in err and "100.0 MB" in err and "--memory-budget" in err
     assert not out.exists()
 
 
