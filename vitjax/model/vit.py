@@ -18,7 +18,7 @@ GPUs and TPUs too.
 
 The model knows nothing of attention maps: the memory-lean maps of
 :mod:`vitjax.attribution.maps` intercept the attention modules' calls from outside
-(``flax.linen.intercept_methods``). Three values that no submodule call carries
+(``flax.linen.intercept_methods``). Four values that no submodule call carries
 pass through :meth:`HookPoints.hook_point` (the identity; an interceptor sees and
 may replace them): the attention scores before the softmax and the
 probabilities (``MultiHeadDotProductAttention_1``), the residual stream between
