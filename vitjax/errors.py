@@ -9,6 +9,7 @@ argument at fault; the commands print it on stderr and exit with status 2.
 from __future__ import annotations
 
 import os
+import stat
 from typing import Union
 
 __all__ = [
@@ -99,16 +100,22 @@ def pickle_refusal(path: PathLike) -> str:
     )
 
 
-def require_file(path: PathLike, what: str) -> str:
-    """``path`` as a string if it is a non-empty file; else a one-line :class:`CheckpointError`.
+def require_file(path: PathLike, what: str, error: type = CheckpointError) -> str:
+    """``path`` as a string if it is a non-empty regular file; else a one-line ``error`` (:class:`CheckpointError`).
 
-    ``what`` names the expected kind in the message ("an .npz checkpoint").
+    ``what`` names the expected kind in the message ("an .npz checkpoint"). A FIFO, a device (``/dev/zero``)
+    or a socket is refused by its kind, never opened (reading it could block forever or never end).
     """
     path = os.fspath(path)
     if not os.path.exists(path):
-        raise CheckpointError(f"{path}: no such file")
+        raise error(f"{path}: no such file")
     if os.path.isdir(path):
-        raise CheckpointError(f"{path}: is a directory, not {what}")
+        raise error(f"{path}: is a directory, not {what}")
+    mode = os.stat(path).st_mode
+    if not stat.S_ISREG(mode):
+        kind = "a FIFO" if stat.S_ISFIFO(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else \
+            "a socket" if stat.S_ISSOCK(mode) else "not a regular file"
+        raise error(f"{path}: is {kind}, not {what}" if kind != "not a regular file" else f"{path}: {kind}")
     if os.path.getsize(path) == 0:
-        raise CheckpointError(f"{path}: the file is empty")
+        raise error(f"{path}: the file is empty")
     return path

@@ -55,7 +55,7 @@ from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
 import numpy as np
 
-from vitjax.errors import MapsFileError, one_line
+from vitjax.errors import MapsFileError, one_line, require_file
 
 __all__ = ["FORMAT", "MAP_ARRAYS", "VERSION", "file_fingerprint", "file_sha256", "load_maps", "save_maps",
            "write_atomic"]
@@ -300,7 +300,7 @@ def load_maps(path: PathLike) -> Dict[str, Any]:
     """
     from flax.serialization import msgpack_restore
 
-    where = os.fspath(path)
+    where = require_file(path, "a vitjax maps file", MapsFileError)
     try:
         with open(where, "rb") as f:
             data = f.read()

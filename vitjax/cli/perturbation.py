@@ -17,7 +17,7 @@ from vitjax.checkpoints.load import checkpoint_sha256, load_checkpoint
 from vitjax.cli.common import OneLineParser, add_memory_arguments, is_out_of_memory, terminal_warnings
 from vitjax.cli.evaluate import interrupted
 from vitjax.data.datasets import dataset_records, positive_int, sample_records, skipped_note
-from vitjax.errors import one_line
+from vitjax.errors import one_line, require_file
 from vitjax.evaluation import perturbation
 
 __all__ = ["main"]
@@ -98,7 +98,7 @@ def _main(argv: Optional[Sequence[str]]) -> int:
 
 def _read_labels(path: str) -> Dict[str, int]:
     try:
-        mapping = json.loads(Path(path).read_text("utf-8"))
+        mapping = json.loads(Path(require_file(path, "a JSON file", ValueError)).read_text("utf-8"))
     except (OSError, ValueError) as e:
         raise ValueError(f"--labels {path}: not 'dataset', 'predicted' or a readable JSON file ({e})") from None
     if not isinstance(mapping, dict) or not all(

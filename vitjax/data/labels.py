@@ -26,6 +26,8 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from vitjax.errors import require_file
+
 __all__ = [
     "IMAGENET1K_BYTES",
     "IMAGENET1K_CLASSES",
@@ -130,6 +132,8 @@ def load_label_file(path: Union[str, os.PathLike]) -> List[str]:
         empty line before its last name; the message names the file.
     """
     where = os.fspath(path)
+    if os.path.exists(where) and not os.path.isdir(where):
+        require_file(where, "a label file", ValueError)  # a FIFO or a device: refused, never opened
     try:
         with open(where, encoding="utf-8-sig") as f:
             text = f.read()

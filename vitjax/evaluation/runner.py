@@ -42,7 +42,7 @@ import jax
 
 from vitjax.data.batching import Batch, padded_batches, process_items
 from vitjax.data.datasets import ImageRecord, positive_int
-from vitjax.errors import DatasetError, VitjaxWarning, one_line
+from vitjax.errors import DatasetError, VitjaxWarning, one_line, require_file
 from vitjax.io import file_fingerprint, write_atomic
 
 __all__ = ["FORMAT", "SHARDS", "Results", "Row", "Step", "claim_folder", "counts_line", "finished_count",
@@ -120,7 +120,7 @@ def _read_shards(folder: Path) -> Tuple[Dict[str, List[Tuple[str, Row]]], List[T
     damaged: List[Tuple[Path, str]] = []
     for path in sorted(folder.glob("p*.json")) if folder.is_dir() else []:
         try:
-            data = json.loads(path.read_bytes().decode("utf-8"))
+            data = json.loads(Path(require_file(path, "a shard", ValueError)).read_bytes().decode("utf-8"))
         except (OSError, ValueError) as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
             damaged.append((path, f"unreadable ({one_line(e)})"))
             continue
