@@ -216,8 +216,11 @@ def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
                         "original study's per-layer figure), 'layer' = each layer's own map, 'heads' = every head "
                         "of --layer, 'rollout' = the joint map only; the class-specific maps of vitjax.class_maps "
                         "(generic = Chefer et al. ICCV 2021, grad_rollout, attention_gradcam, last_layer) replace "
-                        "the joint map in the per-image figures and sit beside it in the grid (default: "
-                        "%(default)s)")
+                        "the joint map in the per-image figures and sit beside it in the grid; 'lens' = per "
+                        "image, one row per layer with its top-k classes read through the head and the lens map "
+                        "of the predicted class (vitjax.logit_lens; a headless model: the feature lens), "
+                        "'head-importance' = an L x H heat map of each head's ablation effect per image and for "
+                        "the run (vitjax.head_importance); neither draws a grid (default: %(default)s)")
     g.add_argument("--target", metavar="CLASS", type=nonneg_int,
                    help="class index a class-specific --method explains (default: each image's top-1)")
     g.add_argument("--layer", metavar="L", type=_layer, default=-1,

@@ -39,7 +39,7 @@ from vitjax.viz.drawing import (
 __all__ = ["analysis_arrays", "feature_lens_figure", "importance_figure", "lens_figure", "softmax"]
 
 _TOP = 0.75  # inches: title
-_BOTTOM = 0.5  # footer
+_BOTTOM = 0.875  # the last row's axis label and the footer
 _ROW = 1.25  # one depth of the lens figure
 _TILE = 1.125  # the photo tile of a row
 _NAMES = 2.5  # class names left of the bars
@@ -57,7 +57,8 @@ def softmax(logits: ArrayLike) -> np.ndarray:
 def _footer(fig: Figure, text: Optional[str]) -> None:
     if text:
         fw, _ = fig.get_size_inches()
-        fig.text(0.1 / fw, 0.08, shorten(text, int(fw * 72 / (0.55 * 7))), ha="left", va="bottom", fontsize=7,
+        _, fh = fig.get_size_inches()
+        fig.text(0.1 / fw, 0.08 / fh, shorten(text, int(fw * 72 / (0.55 * 7))), ha="left", va="bottom", fontsize=7,
                  color="#444444")
 
 
@@ -105,7 +106,7 @@ def lens_figure(photo: ArrayLike, logits: ArrayLike, maps: ArrayLike, *, labels:
     rows, k = logits.shape[0], min(int(k), logits.shape[1])
     aspect = display_aspect(*img.shape[:2])
     tile_w = min(_TILE, (_ROW - 0.125) / aspect)
-    width = 1.75 + tile_w + 0.5 + _NAMES + _BARS + 0.75 + _BAR
+    width = 1.75 + tile_w + 0.25 + _NAMES + _BARS + 0.75 + _BAR
     height = _TOP + rows * _ROW + _BOTTOM
     fig = new_figure((width, height), dpi)
     _title(fig, title, banner)
@@ -120,7 +121,7 @@ def lens_figure(photo: ArrayLike, logits: ArrayLike, maps: ArrayLike, *, labels:
         image_axes(fig, (1.75, y, tile_w, tile_w * aspect), overlay(img, norm, mode=mode, cmap=cmap, alpha=alpha),
                    stretch=True)
         top = np.argsort(-probs[r])[:k]
-        ax = axes_at(fig, (1.75 + tile_w + 0.5 + _NAMES, y + 0.0625, _BARS, _ROW - 0.25))
+        ax = axes_at(fig, (1.75 + tile_w + 0.25 + _NAMES, y + 0.0625, _BARS, _ROW - 0.25))
         ax.barh(np.arange(k), probs[r, top], color="#3b75af", height=0.7)
         ax.set_yticks(np.arange(k), [shorten(labels[c], 38) for c in top], fontsize=7)
         ax.set_xlim(0.0, 1.0)
@@ -134,7 +135,7 @@ def lens_figure(photo: ArrayLike, logits: ArrayLike, maps: ArrayLike, *, labels:
             ax.set_xlabel("probability (softmax of the lens logits)", fontsize=8)
         for side in ("top", "right"):
             ax.spines[side].set_visible(False)
-    colorbar(fig, (width - _BAR - 0.5, _BOTTOM + 0.25, _BAR, rows * _ROW - 0.5), mode, cmap,
+    colorbar(fig, (width - _BAR - 0.5, _BOTTOM + 0.0625, _BAR, rows * _ROW - 0.25), mode, cmap,
              label=f"lens map: {map_label}, min\u2013max per row")
     _footer(fig, footer)
     return fig
