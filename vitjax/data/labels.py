@@ -231,9 +231,10 @@ def topk(logits, k: int = 5) -> Tuple[np.ndarray, np.ndarray]:
     if z.ndim != 2:
         raise ValueError(f"logits must be [B, C], got shape {z.shape}")
     k = max(0, min(int(k), z.shape[-1]))
-    z = z - z.max(axis=-1, keepdims=True)
-    p = np.exp(z)
-    p /= p.sum(axis=-1, keepdims=True)
+    with np.errstate(invalid="ignore", over="ignore"):  # a non-finite row stays NaN; callers refuse it
+        z = z - z.max(axis=-1, keepdims=True)
+        p = np.exp(z)
+        p /= p.sum(axis=-1, keepdims=True)
     idx = np.argsort(-p, axis=-1, kind="stable")[:, :k]
     return idx.astype(np.int32), np.take_along_axis(p, idx, axis=-1).astype(np.float32)
 
