@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -18,6 +19,7 @@ from vitjax.attribution.importance import (
     importance_step,
 )
 from vitjax.data.batching import Batch
+from vitjax.errors import NonFiniteError
 
 
 def _reference(model, params, x, mode, target=None):
@@ -59,16 +61,51 @@ def test_a_given_target_and_a_headless_model():
     np.testing.assert_allclose(imp, ref, atol=rounding_tol(1.0, steps=16, fan_in=24))
 
 
+@pytest.mark.parametrize("overrides", [
+    dict(num_layers=1, num_heads=2),  # only the last block: its class-token row alone
+    dict(num_layers=3, num_classes=None, num_registers=2, layer_scale=True),  # DINOv2-like: features of the CLS
+    dict(num_layers=3, representation_size=12),  # pre_logits + tanh before the head
+    dict(num_layers=3, classifier="gap"),  # the readout reads every patch: the last block in full
+], ids=["one-layer", "headless-cls-registers", "pre-logits", "gap-head"])
+def test_every_readout_equals_the_loop(overrides):
+    """The shortened last block (class-token row only) and the reused prefix, on each kind of readout."""
+    model, params, x = _model(**overrides)
+    c = model.config
+    imp = head_importance(model, params, x)
+    ref, scale = _reference(model, params, x, "zero")
+    assert imp.shape == (2, c.num_layers, c.num_heads) and float(np.abs(ref).max()) > 1e-4
+    scale = scale if c.num_classes else 1.0
+    np.testing.assert_allclose(imp, ref, rtol=0, atol=rounding_tol(scale, steps=2 * c.num_layers * 4, fan_in=24))
+
+
+def test_non_finite_output_is_an_error_and_a_failed_row():
+    model, params, x = _model(num_layers=2)
+    bad = jax.tree_util.tree_map(lambda a: a, params)
+    bad["head"]["bias"] = bad["head"]["bias"].at[0].set(jnp.nan)  # every logit of class 0 NaN
+    with pytest.raises(NonFiniteError, match="image\\(s\\) 0, 1 of this batch of 2") as e:
+        head_importance(model, bad, x, target=1)
+    assert "\n" not in str(e.value) and e.value.result.shape == (2, 2, 4)
+    batch = Batch(index=0, start=0, images=np.asarray(x), valid=np.array([True, True]), items=("a", "b"),
+                  extras=(None, None), failed=())
+    rows = importance_step(model, bad, checkpoint="nan.npz")(batch)
+    assert [r["status"] for r in rows] == ["failed", "failed"] and "nan.npz" in rows[0]["reason"]
+    assert aggregate_importance(rows)["count"] == 0
+
+
 def test_chunks_fit_the_budget():
     config = vitjax.get_config("ViT-B_16")
     per = ablation_bytes(config, 8)
     assert per == 4 * 8 * (8 * 197 * 768 + 2 * 197 * 3072 + 3 * 12 * 197 * 197)
-    assert chunk_size(config, 8, 12 * per) == 12
-    assert chunk_size(config, 8, 7 * per) == 6  # two balanced chunks of 6, not 7 + 5
-    assert chunk_size(config, 8, 5 * per) == 4
-    assert chunk_size(config, 8, 1) == 1
+    assert chunk_size(config, 8, 12 * per, platform="gpu") == 12
+    assert chunk_size(config, 8, 7 * per, platform="gpu") == 6  # two balanced chunks of 6, not 7 + 5
+    assert chunk_size(config, 8, 5 * per, platform="gpu") == 4
+    assert chunk_size(config, 8, 1, platform="gpu") == 1
     for budget in (per, 3 * per, 11 * per):
-        assert chunk_size(config, 8, budget) * per <= budget
+        assert chunk_size(config, 8, budget, platform="gpu") * per <= budget
+    # on CPU, at most CPU_IMAGES images per block (ablations x batch), within the budget too
+    assert chunk_size(config, 8, 12 * per, platform="cpu") == 1
+    assert chunk_size(config, 2, 2**40, platform="cpu") == 4
+    assert chunk_size(config, 1, 3 * ablation_bytes(config, 1), platform="cpu") == 3
 
 
 def test_the_dataset_step_skips_padding_and_aggregates():

@@ -187,3 +187,21 @@ def test_import_vitjax_loads_no_torch():
             "assert not bad, bad\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
+
+
+def test_a_block_computed_for_its_first_rows_equals_those_rows_of_the_full_block():
+    """``Encoder1DBlock(x, rows=R)`` (queries from the first R tokens, keys/values from all) == ``block(x)[:, :R]``."""
+    config = vitjax.get_config("testing", hidden_size=32, mlp_dim=48, num_heads=4, layer_scale=True)
+    block = vitjax.model.vit.Encoder1DBlock(config)
+    x = jax.random.normal(jax.random.PRNGKey(3), (2, 9, 32))
+    params = block.init(jax.random.PRNGKey(4), x)["params"]
+    variables = {"params": jax.tree_util.tree_map(lambda a: a + 0.3 * jnp.ones_like(a), params)}  # scale not ~0
+    full, probs = block.apply(variables, x)
+    for rows in (1, 4):
+        part, part_probs = block.apply(variables, x, rows=rows)
+        assert part.shape == (2, rows, 32) and part_probs.shape == (2, 4, rows, 9)
+        # 9 stages: LN_0, q/k/v, q.k, softmax, p.v, out, LN_2, Dense_0, Dense_1 (only the row count differs)
+        tol = rounding_tol(float(jnp.abs(full).max()), steps=9, fan_in=48)
+        np.testing.assert_allclose(part, full[:, :rows], rtol=0, atol=tol)
+        ptol = rounding_tol(1.0, steps=3, fan_in=32)  # LN, q.k, softmax
+        np.testing.assert_allclose(part_probs, probs[:, :, :rows], rtol=0, atol=ptol)

@@ -12,18 +12,24 @@ The program reuses the clean prefix. One clean pass records every block's input
 ``resid_pre`` and every head's output ``z``; an ablation in layer ``l`` starts from
 the clean ``resid_pre[l]`` and the clean ``z[l]`` (ablating ``z_h`` changes nothing
 before it), recomputes block ``l`` from its output projection on and then blocks
-``l+1 .. L-1`` and the readout. That is ``sum_l H (L - l)`` block evaluations
-against ``L^2 H`` for a loop of full forward passes (ViT-B/16: 936 against 1728),
-minus the attention of block ``l``. Ablations are batched with ``jax.vmap`` in
-chunks of heads sized to a memory budget (:func:`ablation_bytes`) and run in
-sequence with ``jax.lax.map``; the later blocks run in a ``jax.lax.fori_loop`` over
-the stacked layer parameters, so the program holds one block, whatever ``L``.
+``l+1 .. L-1`` and the readout. When the readout reads the class token (every
+model but GAP ones), the last block is computed for that one row: keys and values
+of every token, the query, attention, projection and MLP of the class token alone
+(``Encoder1DBlock(rows=1)``). That is ``H (L-1)(L-2)/2`` full blocks, ``H (L-1)``
+blocks from the projection on, ``H (L-1)`` key/value passes and ``H`` single rows,
+against ``L^2 H`` full blocks for a loop of forward passes (ViT-B/16: 660 + 132 +
+132 + 12 against 1728, about 780 full-block equivalents by FLOPs: 2.2x fewer).
+Ablations are batched with ``jax.vmap`` in chunks of heads sized to a memory
+budget (:func:`ablation_bytes`; on CPU also to :data:`CPU_IMAGES` images per
+block) and run in sequence with ``jax.lax.map``;
+the later blocks run in a ``jax.lax.fori_loop`` over the stacked layer
+parameters, so the program holds one block, whatever ``L``.
 """
 
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Dict, List, Mapping, Sequence, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
 
 import flax.linen as nn
 import jax
@@ -34,15 +40,20 @@ from vitjax.attribution.hooks import apply_hooked
 from vitjax.attribution.lens import readout, target_classes
 from vitjax.data.batching import Batch
 from vitjax.model.config import ViTConfig
-from vitjax.model.forward import check_images
+from vitjax.model.forward import check_images, finite_rows, non_finite_reason, output_kind, raise_non_finite
 from vitjax.model.vit import Encoder1DBlock, MultiHeadDotProductAttention, ViT
 
-__all__ = ["DEFAULT_BUDGET", "MODES", "ablation_bytes", "aggregate_importance", "chunk_size", "head_importance",
-           "importance_step"]
+__all__ = ["CPU_IMAGES", "DEFAULT_BUDGET", "MODES", "ablation_bytes", "aggregate_importance", "chunk_size",
+           "head_importance", "importance_step"]
 
 MODES = ("zero", "mean")
 #: Default memory budget of the ablations in flight (bytes): 2 GiB, a tenth of a 24 GB machine.
 DEFAULT_BUDGET = 2 * 2**30
+#: On XLA:CPU, at most this many images go through a block at once (ablations x batch): a block runs slower per
+#: image on larger batches there (ViT-B/16 block, 2-core AMD EPYC: 36 ms per image at 8 and 16 images, 41 at 32,
+#: 45 at 96), and head importance at B = 8 ran 1.84x a loop of 144 forward passes one head at a time against
+#: 1.57x twelve at a time. Accelerators take as many as the budget allows.
+CPU_IMAGES = 8
 
 
 def ablation_bytes(config: ViTConfig, batch: int) -> int:
@@ -57,13 +68,16 @@ def ablation_bytes(config: ViTConfig, batch: int) -> int:
     return 4 * int(batch) * (8 * n * d + 2 * n * m + 3 * h * n * n)
 
 
-def chunk_size(config: ViTConfig, batch: int, budget: int) -> int:
+def chunk_size(config: ViTConfig, batch: int, budget: int, *, platform: Optional[str] = None) -> int:
     """Heads ablated at once (1..H) so that ``chunk x ablation_bytes <= budget``, balanced over the chunks.
 
-    At least 1, even when one ablation alone is over the budget.
+    At least 1, even when one ablation alone is over the budget. On ``platform`` ``"cpu"`` (default:
+    JAX's default backend) also ``chunk x batch <= CPU_IMAGES`` (see :data:`CPU_IMAGES`).
     """
     h = config.num_heads
     most = max(1, min(h, int(budget) // max(1, ablation_bytes(config, batch))))
+    if (platform or jax.default_backend()) == "cpu":
+        most = min(most, max(1, CPU_IMAGES // max(1, int(batch))))
     chunks = -(-h // most)
     return -(-h // chunks)
 
@@ -121,22 +135,32 @@ def _importance(model: ViT, params, images, targets, weights, *, mode: str, chun
 
     chunks = -(-H // chunk)
     table = jnp.minimum(jnp.arange(chunks * chunk), H - 1).reshape(chunks, chunk)  # padded with the last head
+    rows = 1 if c.class_token else None  # the readout reads the class token alone (GAP: every patch)
+    last = layer_params(L - 1)
 
-    def one(i):
-        layer, heads = i // chunks, table[i % chunks]
-        p, x0, zl, fl = layer_params(layer), resid[layer], z[layer], fill[layer]
+    def ablations(layer, heads, final: bool):  # [chunk, B]: ablating each of ``heads`` in ``layer``
+        k = rows if final else None  # in the last block only the rows the readout reads
+        p, x0, zl, fl = layer_params(layer), resid[layer][:, :k], z[layer][:, :k], fill[layer][:, :k]
 
         def ablate(h):
             zh = jnp.where((jnp.arange(H) == h)[None, None, :, None], fl, zl)
             x = ablated_block(p, x0, zh)
-            x = jax.lax.fori_loop(layer + 1, L, run_block, x)
+            if not final:
+                x = jax.lax.fori_loop(layer + 1, L - 1, run_block, x)
+                x = block.apply({"params": last}, x, rows=rows)[0]
             return score(readout(model, params, x))
 
-        return jax.vmap(ablate)(heads)  # [chunk, B]
+        return jax.vmap(ablate)(heads)
 
-    res = jax.lax.map(one, jnp.arange(L * chunks))  # [L * chunks, chunk, B]
+    parts = []
+    if L > 1:
+        parts.append(jax.lax.map(lambda i: ablations(i // chunks, table[i % chunks], False),
+                                 jnp.arange((L - 1) * chunks)))
+    parts.append(jax.lax.map(lambda i: ablations(L - 1, table[i], True), jnp.arange(chunks)))
+    res = jnp.concatenate(parts)  # [L * chunks, chunk, B]
     res = res.reshape(L, chunks * chunk, -1)[:, :H]
-    return jnp.transpose(res, (2, 0, 1)) - clean[:, None, None], classes
+    imp = jnp.transpose(res, (2, 0, 1)) - clean[:, None, None]
+    return imp, classes, {output_kind(model): finite_rows(out), "importance": finite_rows(imp)}
 
 
 def _check_settings(mode: str, budget) -> None:
@@ -170,14 +194,17 @@ def head_importance(model: ViT, params, images, *, target=None, mode: str = "zer
 
     Raises:
       ValueError: bad images, mode, budget or target (a target for a headless model).
+      NonFiniteError (a ValueError): the clean output or the importance of a row is not finite
+        (NaN/inf), naming the rows (``.result``: the ``[B, L, H]`` values).
     """
     _check_settings(mode, budget)
     check_images(model, images)
     images = jnp.asarray(images)
     b = images.shape[0]
     targets = _targets(model, target, b)
-    imp, _ = _importance(model, params, images, targets, jnp.ones((b,), jnp.float32), mode=mode,
-                         chunk=chunk_size(model.config, b, budget))
+    imp, _, finite = _importance(model, params, images, targets, jnp.ones((b,), jnp.float32), mode=mode,
+                                 chunk=chunk_size(model.config, b, budget))
+    raise_non_finite(finite, result=imp)
     return imp
 
 
@@ -190,14 +217,16 @@ def _targets(model: ViT, target, batch: int) -> jnp.ndarray:
     return target_classes(target, batch, int(model.config.num_classes))
 
 
-def importance_step(model: ViT, params, *, target=None, mode: str = "zero", budget: int = DEFAULT_BUDGET
-                    ) -> Callable[[Batch], List[Dict[str, Any]]]:
+def importance_step(model: ViT, params, *, target=None, mode: str = "zero", budget: int = DEFAULT_BUDGET,
+                    checkpoint: Optional[str] = None) -> Callable[[Batch], List[Dict[str, Any]]]:
     """A step of the dataset runner (:func:`vitjax.evaluation.runner.run`): one row of head importance per image.
 
     ``step(batch) -> [{"head_importance": [[float] * H] * L, "target_class": int}, ...]`` for the
     batch's valid rows (``target_class`` -1 for a headless model). ``mode="mean"`` takes the mean
     over the valid rows only (padding rows are zeros). Aggregate the rows with
-    :func:`aggregate_importance`.
+    :func:`aggregate_importance`. An image whose clean output or importance is not finite
+    (NaN/inf) is never a number in the table: its row is ``{"status": "failed", "reason": ...}``
+    (:func:`vitjax.model.forward.non_finite_reason`, naming ``checkpoint``).
 
     Raises:
       ValueError: bad mode, budget or target (at once, before any batch).
@@ -209,11 +238,19 @@ def importance_step(model: ViT, params, *, target=None, mode: str = "zero", budg
     def step(batch: Batch) -> List[Dict[str, Any]]:
         check_images(model, batch.images)
         b = batch.images.shape[0]
-        imp, classes = _importance(model, params, jnp.asarray(batch.images), _targets(model, target, b),
-                                   jnp.asarray(batch.valid, jnp.float32), mode=mode,
-                                   chunk=chunk_size(model.config, b, budget))
+        imp, classes, finite = _importance(model, params, jnp.asarray(batch.images), _targets(model, target, b),
+                                           jnp.asarray(batch.valid, jnp.float32), mode=mode,
+                                           chunk=chunk_size(model.config, b, budget))
         imp, classes = np.asarray(imp), np.asarray(classes)
-        return [{"head_importance": imp[r].tolist(), "target_class": int(classes[r])} for r in batch.rows]
+        flags = {k: np.asarray(v, bool) for k, v in finite.items()}
+        rows = []
+        for r in batch.rows:
+            bad = [k for k, f in flags.items() if not f[r]]
+            if bad:  # never a number in a table: the image fails, with the reason
+                rows.append({"status": "failed", "reason": non_finite_reason(bad, checkpoint)})
+            else:
+                rows.append({"head_importance": imp[r].tolist(), "target_class": int(classes[r])})
+        return rows
 
     return step
 

@@ -31,7 +31,7 @@ H heads, L layers.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import flax.linen as nn
 import jax
@@ -72,7 +72,9 @@ class MultiHeadDotProductAttention(HookPoints):
     Parameters as in the checkpoints: ``query|key|value/kernel [D, H, D/H]``,
     ``.../bias [H, D/H]``, ``out/kernel [H, D/H, D]``, ``out/bias [D]``.
     Logits are computed as ``(q / sqrt(D/H)) . k`` and the softmax in float32.
-    Returns ``(out [B, N, D], probabilities [B, H, N, N] float32)``.
+    Returns ``(out [B, N, D], probabilities [B, H, N, N] float32)``; with ``rows=R`` only the
+    first ``R`` tokens query (keys and values come from all ``N``): ``(out [B, R, D],
+    probabilities [B, H, R, N])``, the same values as those rows of the full call.
     """
 
     num_heads: int
@@ -80,15 +82,16 @@ class MultiHeadDotProductAttention(HookPoints):
     precision: Precision = lax.Precision.HIGHEST
 
     @nn.compact
-    def __call__(self, x):  # x: [B, N, D]
+    def __call__(self, x, rows: Optional[int] = None):  # x: [B, N, D]
         d = x.shape[-1]
         head_dim = d // self.num_heads
 
-        def proj(name):
+        def proj(name, tokens):
             return nn.DenseGeneral((self.num_heads, head_dim), dtype=self.dtype, precision=self.precision,
-                                   name=name)(x)
+                                   name=name)(tokens)
 
-        q, k, v = proj("query"), proj("key"), proj("value")  # [B, N, H, hd]
+        q = proj("query", x if rows is None else x[:, :rows])  # [B, N (R), H, hd]
+        k, v = proj("key", x), proj("value", x)  # [B, N, H, hd]
         q = q / jnp.sqrt(head_dim).astype(q.dtype)
         logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, precision=self.precision,
                             preferred_element_type=jnp.float32)
@@ -136,21 +139,26 @@ class Encoder1DBlock(HookPoints):
     """Pre-LayerNorm block: ``x + ls1(MHA(LN_0(x)))``, then ``x + ls2(MLP(LN_2(x)))``.
 
     LayerScale (``ls1``, ``ls2``) only with ``config.layer_scale``.
-    Returns ``(x [B, N, D], attention probabilities [B, H, N, N] float32)``.
+    Returns ``(x [B, N, D], attention probabilities [B, H, N, N] float32)``. ``rows=R``: the
+    output of the first ``R`` tokens only, ``(x [B, R, D], [B, H, R, N])``, for a reader that
+    needs no more (head importance reads the class token of the last block); the model never
+    passes it.
     """
 
     config: ViTConfig
     dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x):
+    def __call__(self, x, rows: Optional[int] = None):
         c = self.config
         y = _layer_norm("LayerNorm_0", self.dtype, c.layer_norm_eps)(x)
         y, probs = MultiHeadDotProductAttention(
             c.num_heads, dtype=self.dtype, precision=c.precision, name="MultiHeadDotProductAttention_1"
-        )(y)
+        )(y, rows)
         if c.layer_scale:
             y = LayerScale(self.dtype, name="ls1")(y)
+        if rows is not None:
+            x = x[:, :rows]
         x = self.hook_point("resid_mid", x + y)
         y = _layer_norm("LayerNorm_2", self.dtype, c.layer_norm_eps)(x)
         y = MlpBlock(c.mlp_dim, c.gelu_approximate, self.dtype, c.precision, name="MlpBlock_3")(y)
