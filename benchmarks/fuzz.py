@@ -843,11 +843,12 @@ def _max_diff(a, b) -> Optional[float]:
 
 
 def pert_check(images: int, failed: int = 0) -> Callable:
-    """perturbation exit 0: ``images`` scored and ``failed`` failed (its line says "N images (F failed)" with N
-    the scored ones); every AUC and accuracy finite; perturbation.json strict JSON."""
+    """perturbation exit 0: ``images`` scored and ``failed`` failed (its line says "N of T images scored (F failed)",
+    formerly "N images (F failed)", N the scored ones); every AUC and accuracy finite; perturbation.json strict
+    JSON."""
 
     def check(o: Outcome):
-        m = re.search(r"(\d+) images \((\d+) failed\), clean top-1 (\S+) %", o.stdout)
+        m = re.search(r"(\d+) (?:of \d+ )?images (?:scored )?\((\d+) failed\), clean top-1 (\S+) %", o.stdout)
         if not m:
             return "exit 0 without the result line"
         problems = []

@@ -18,6 +18,8 @@ from support.tiny_models import tiny_model as _model
 import vitjax
 from vitjax.attribution import hooks as H
 from vitjax.attribution.hooks import BLOCK_SITES, ablate_heads, hooked, patch_from, run_with_cache, run_with_hooks
+from vitjax.errors import NonFiniteError
+from vitjax.model.forward import finite_rows
 
 FULL = dict(num_registers=2, layer_scale=True, representation_size=5)
 
@@ -78,10 +80,15 @@ def test_asking_for_nothing_adds_nothing_to_the_lowered_program():
         return re.sub(r"module @\S+", "module @m", lowered.as_text())
 
     nothing = text(H._run.lower(model, params, x, arrays, names=(), static=static))
-    plain = text(jax.jit(lambda p, y: (model.apply({"params": p}, y), {})).lower(params, x))
+
+    def forward_and_flag(p, y):  # the plain forward pass and its one finite flag per image, as vitjax.predict
+        out = model.apply({"params": p}, y)
+        return out, {}, {"logits": finite_rows(out)}
+
+    plain = text(jax.jit(forward_and_flag).lower(params, x))
     assert nothing == plain
     one = H._run.lower(model, params, x, arrays, names=("blocks.0.attn.hook_pattern",), static=static)
-    assert len(jax.tree_util.tree_leaves(one.out_info)) == 2  # the output and the one site asked for
+    assert len(jax.tree_util.tree_leaves(one.out_info)) == 3  # the output, its flag and the one site asked for
     out, cache = run_with_cache(model, params, x, names=())
     assert cache == {} and out.shape == (2, 7)
 
@@ -229,3 +236,49 @@ def test_bad_names_hooks_and_interventions_are_one_line_errors():
         assert "\n" not in str(e.value)
     with pytest.raises(KeyError, match="did you mean"):
         run_with_cache(model, params, x, names=["blocks.0.attn.hook_z"])[1]["blocks.0.attn.hook_q"]
+
+
+def _nan_first_block(params):
+    """Finite weights, NaN outputs: block 0's first LayerNorm scaled by 1e30 overflows the attention logits."""
+    params = jax.tree_util.tree_map(lambda a: a, params)
+    ln = params["Transformer"]["encoderblock_0"]["LayerNorm_0"]
+    params["Transformer"]["encoderblock_0"]["LayerNorm_0"] = {**ln, "scale": jnp.full_like(ln["scale"], 1e30)}
+    return params
+
+
+def test_run_with_cache_and_run_with_hooks_raise_non_finite_error_on_a_nan_model():
+    """Before: both returned NaN outputs without an error (fuzz case nonfinite-lib-run_with_cache)."""
+    model, params, x = _model()
+    bad = _nan_first_block(params)
+    with pytest.raises(NonFiniteError) as e:
+        run_with_cache(model, bad, x, names=("pattern", 0))
+    assert "\n" not in str(e.value) and e.value.rows == (0, 1) and e.value.what[0] == ("logits",)
+    out, cache = e.value.result  # what it would have returned, for whoever wants to look
+    assert out.shape == (2, 7) and list(cache) == ["blocks.0.attn.hook_pattern"]
+    assert not np.isfinite(np.asarray(out)).any()
+    with pytest.raises(NonFiniteError) as e:
+        run_with_hooks(model, bad, x, ablate_heads({1: 0}))
+    assert e.value.rows == (0, 1) and e.value.result.shape == (2, 7)
+    headless, hp, hx = _model(num_classes=None)
+    with pytest.raises(NonFiniteError, match="features"):
+        run_with_cache(headless, _nan_first_block(hp), hx, names=())
+
+
+def test_an_intervention_that_makes_the_output_nan_or_inf_raises_with_the_result_attached():
+    model, params, x = _model()
+
+    def poison(value, hook):  # image 1 only
+        return value.at[1].set(jnp.inf)
+
+    for hooks in ({"blocks.1.hook_resid_post": poison}, H.scale_heads({0: 1}, jnp.inf)):
+        with pytest.raises(NonFiniteError) as e:
+            run_with_hooks(model, params, x, hooks)
+        assert e.value.rows in ((1,), (0, 1))
+        with pytest.raises(NonFiniteError):
+            run_with_cache(model, params, x, names=(), hooks=hooks)
+    with pytest.raises(NonFiniteError) as e:
+        run_with_hooks(model, params, x, {"blocks.1.hook_resid_post": poison})
+    assert e.value.rows == (1,)
+    np.testing.assert_array_equal(e.value.result[0], run_with_hooks(model, params, x, {})[0])  # row 0 untouched
+    out = run_with_hooks(model, params, x, {"blocks.1.hook_resid_post": poison}, valid=np.array([True, False]))
+    assert np.isfinite(np.asarray(out[0])).all()  # row 1 is padding: not checked

@@ -14,6 +14,7 @@ from support.tiny_models import tiny_model as _model
 import vitjax
 from vitjax.attribution.hooks import run_with_cache
 from vitjax.attribution.lens import direct_logit_attribution, feature_lens, logit_lens, readout
+from vitjax.errors import NonFiniteError
 
 
 @pytest.mark.parametrize("overrides", [dict(num_registers=2), dict(classifier="gap", layer_scale=True),
@@ -109,3 +110,40 @@ def test_the_lens_is_differentiable():
     model, params, x = _model()
     g = jax.grad(lambda y: logit_lens(model, params, y, target=2)["logits"][:, 1, 2].sum())(x)
     assert g.shape == x.shape and float(jnp.abs(g).max()) > 0
+
+
+def _nan_first_block(params):
+    """Finite weights, NaN outputs: block 0's first LayerNorm scaled by 1e30 overflows the attention logits."""
+    params = jax.tree_util.tree_map(lambda a: a, params)  # a copy of the tree (the arrays are immutable)
+    ln = params["Transformer"]["encoderblock_0"]["LayerNorm_0"]
+    params["Transformer"]["encoderblock_0"]["LayerNorm_0"] = {**ln, "scale": jnp.full_like(ln["scale"], 1e30)}
+    return params
+
+
+@pytest.mark.parametrize("fn", ["logit_lens", "feature_lens", "direct_logit_attribution"])
+def test_the_lenses_raise_non_finite_error_on_a_nan_model_never_return_nan(fn):
+    """Before: ``logit_lens`` (fuzz case nonfinite-lib-logit_lens), ``feature_lens`` and ``direct_logit_attribution``
+    returned NaN arrays without an error, unlike every other analysis function."""
+    model, params, x = _model(num_layers=2)
+    call = {"logit_lens": logit_lens, "feature_lens": feature_lens,
+            "direct_logit_attribution": direct_logit_attribution}
+    with pytest.raises(NonFiniteError) as e:
+        call[fn](model, _nan_first_block(params), x)
+    text = str(e.value)
+    assert "\n" not in text and "not finite" in text and e.value.rows == (0, 1)
+    leaves = jax.tree_util.tree_leaves(e.value.result)
+    assert leaves and any(not np.isfinite(np.asarray(a)).all() for a in leaves if np.asarray(a).dtype.kind == "f")
+    call[fn](model, params, x)  # the same model with finite outputs: no error
+
+
+def test_the_lens_checks_only_valid_rows_and_names_the_bad_one():
+    model, params, x = _model(num_layers=2)
+    x = x.at[1].set(jnp.nan)  # image 1 is NaN, image 0 is fine
+    with pytest.raises(NonFiniteError) as e:
+        logit_lens(model, params, x)
+    assert e.value.rows == (1,) and e.value.what[1][0] == "logits"
+    logits = np.asarray(e.value.result["logits"])
+    assert np.isfinite(logits[0]).all() and not np.isfinite(logits[1]).all()  # row 0 usable as it is
+    lens = logit_lens(model, params, x, valid=np.array([True, False]))  # row 1 is padding: not checked
+    assert np.isfinite(np.asarray(lens["logits"][0])).all()
+    assert np.isfinite(np.asarray(feature_lens(model, params, x, valid=np.array([True, False]))[0])).all()

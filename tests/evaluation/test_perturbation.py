@@ -209,7 +209,7 @@ def test_command_line(make_checkpoint, class_folder, tmp_path, capsys):
                  "--methods", "last_layer", "--labels", "predicted", "--batch-size", "4"])
     assert code == 0
     text = capsys.readouterr().out
-    assert "4 images (1 failed)" in text and "last_layer" in text
+    assert "4 of 5 images scored (1 failed)" in text and "last_layer" in text
     assert main(["--ckpt", str(ckpt), "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "x")]) == 2
 
 
@@ -233,7 +233,7 @@ def test_rejected_run_writes_nothing_and_the_corrected_rerun_runs(make_checkpoin
             run_perturbation(model, params, records, out, root=class_folder, methods=("last_layer",), **kwargs)
         assert not out.exists()
     assert main(_cli(ckpt, class_folder, out, "--labels", "predicted", "--batch-size", "2")) == 0
-    assert "4 images (1 failed)" in capsys.readouterr().out
+    assert "4 of 5 images scored (1 failed)" in capsys.readouterr().out
 
 
 def test_usage_errors_are_one_line(capsys):
@@ -320,4 +320,4 @@ def test_ctrl_c_says_what_is_kept_and_resumes(make_checkpoint, class_folder, tmp
     assert "Traceback" not in captured.err and not (out / "perturbation.json").exists()
     monkeypatch.undo()
     assert main(argv) == 0
-    assert "4 images (1 failed)" in capsys.readouterr().out
+    assert "4 of 5 images scored (1 failed)" in capsys.readouterr().out

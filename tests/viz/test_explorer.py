@@ -492,3 +492,22 @@ def test_a_page_over_the_limit_or_without_attention_rows_is_refused_on_one_line(
                                                                1) == 8.5
     assert round(per_image(dino) / 1e6) == 33
     assert explorer.check_request(b16, 200) == explorer.page_bytes(b16, 200)
+
+
+def test_the_page_lens_keeps_the_finite_images_of_a_batch_with_a_nan_one():
+    """logit_lens raises NonFiniteError now (it returned NaN before): the page must not lose every image's lens."""
+    import warnings
+
+    from support.tiny_models import tiny_model
+
+    model, params, x = tiny_model()
+    x = np.asarray(x).copy()
+    x[1] = np.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = explorer._logit_lens(model, params, x)
+    assert got is not None
+    idx, prob = got
+    want_idx, want_prob = explorer._logit_lens(model, params, x[:1])
+    np.testing.assert_array_equal(idx[0], want_idx[0])
+    np.testing.assert_allclose(prob[0], want_prob[0], atol=rounding_tol(1.0, steps=8, fan_in=16))

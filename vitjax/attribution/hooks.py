@@ -57,7 +57,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vitjax.model.config import ViTConfig
-from vitjax.model.forward import check_images
+from vitjax.model.forward import check_images, finite_rows, output_kind, raise_non_finite
 from vitjax.model.vit import Encoder1DBlock, ViT
 
 __all__ = ["BLOCK_SITES", "ActivationCache", "HookPoint", "HookedViT", "Intervention", "ablate_heads", "apply_hooked",
@@ -387,10 +387,12 @@ def _join(static, arrays):
 
 @functools.partial(jax.jit, static_argnames=("model", "names", "static"))
 def _run(model: ViT, params, images, arrays, *, names: Tuple[str, ...], static):
-    return apply_hooked(model, params, images, record=names, hooks=_join(static, arrays))
+    """``(out, {name: value}, {output kind: [B] finite flags})``: the flags computed beside the output."""
+    out, cache = apply_hooked(model, params, images, record=names, hooks=_join(static, arrays))
+    return out, cache, {output_kind(model): finite_rows(out)}
 
 
-def run_with_cache(model: ViT, params, images, names: NamesFilter = None, *, hooks: HooksArg = None
+def run_with_cache(model: ViT, params, images, names: NamesFilter = None, *, hooks: HooksArg = None, valid=None
                    ) -> Tuple[jnp.ndarray, ActivationCache]:
     """The model's output and the activations asked for, by TransformerLens name, in one jitted pass.
 
@@ -400,9 +402,12 @@ def run_with_cache(model: ViT, params, images, names: NamesFilter = None, *, hoo
       names: which sites to keep (see the module docstring for every name and shape): None (all),
         one name, a list of names (or TransformerLens ``(short, layer)`` tuples such as
         ``("pattern", 3)``) or a predicate ``name -> bool``. Decided at trace time: a site not
-        asked for is not materialised, and ``names=()`` compiles to the plain forward pass.
+        asked for is not materialised, and ``names=()`` compiles to the plain forward pass (and its
+        one finite flag per image).
       hooks: interventions applied before recording (see :func:`run_with_hooks`): the cache of an
         intervened run.
+      valid: ``[B]`` bool, the rows that hold an image (None: every row); only they are checked for
+        non-finite outputs (padded rows may hold anything).
 
     Returns:
       ``(out, cache)``: ``out`` is ``[B, C]`` float32 logits (a headless model: its features, as
@@ -412,6 +417,10 @@ def run_with_cache(model: ViT, params, images, names: NamesFilter = None, *, hoo
 
     Raises:
       ValueError: bad images, an unknown name, a hook that is not callable or changes its value's shape.
+      NonFiniteError: the output (logits, or features) is not finite (NaN/inf) for a valid row, whether
+        the checkpoint or an intervention made it so; ``.rows`` names them, ``.result`` holds
+        ``(out, cache)`` (the finite rows are usable as they are). Checked in the compiled program
+        (one flag per image), on the host after it.
 
     Follows TransformerLens' ``HookedTransformer.run_with_cache`` (Nanda & Bloom, 2022) and
     ViT-Prisma's ``HookedViT`` (Joseph, 2023) in its names.
@@ -419,11 +428,13 @@ def run_with_cache(model: ViT, params, images, names: NamesFilter = None, *, hoo
     check_images(model, images)
     selected = resolve_names(model.config, names)
     static, arrays = _split(_resolve_hooks(model.config, hooks))
-    out, cache = _run(model, params, jnp.asarray(images), arrays, names=selected, static=static)
-    return out, ActivationCache((n, cache[n]) for n in selected)  # forward order (jit returns dicts sorted)
+    out, cache, finite = _run(model, params, jnp.asarray(images), arrays, names=selected, static=static)
+    cache = ActivationCache((n, cache[n]) for n in selected)  # forward order (jit returns dicts sorted)
+    raise_non_finite(finite, valid=valid, result=(out, cache))
+    return out, cache
 
 
-def run_with_hooks(model: ViT, params, images, hooks: HooksArg) -> jnp.ndarray:
+def run_with_hooks(model: ViT, params, images, hooks: HooksArg, *, valid=None) -> jnp.ndarray:
     """The model's output with interventions applied inside the compiled program.
 
     Args:
@@ -436,19 +447,24 @@ def run_with_hooks(model: ViT, params, images, hooks: HooksArg) -> jnp.ndarray:
         :func:`scale_heads` (lists of pairs: combine them with ``+``). A plain function is part of the
         compiled program (define it once: a new lambda per call recompiles); the arrays of the
         ready-made interventions are arguments (a new cache to patch from does not recompile).
+      valid: ``[B]`` bool, the rows checked for non-finite outputs (None: every row).
 
     Returns:
       ``out [B, C]`` float32 (a headless model: features), as :func:`vitjax.forward`.
 
     Raises:
       ValueError: bad images, an unknown site name, a hook that is not callable or changes the shape.
+      NonFiniteError: the output is not finite (NaN/inf) for a valid row: a NaN or inf output is never a
+        usable number, whether the checkpoint or a hook made it so (a hook that scales a head by inf
+        included); ``.rows`` names them, ``.result`` holds ``out``.
 
     To compose with every other tool (``compute_maps``, ``class_maps``, the figures), wrap the model:
     ``compute_maps(hooked(model, ablate_heads({0: 1})), params, images)`` (:func:`hooked`).
     """
     check_images(model, images)
     static, arrays = _split(_resolve_hooks(model.config, hooks))
-    out, _ = _run(model, params, jnp.asarray(images), arrays, names=(), static=static)
+    out, _, finite = _run(model, params, jnp.asarray(images), arrays, names=(), static=static)
+    raise_non_finite(finite, valid=valid, result=out)
     return out
 
 

@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vitjax.attribution.hooks import apply_hooked
-from vitjax.model.forward import check_images
+from vitjax.model.forward import check_images, finite_rows, output_kind, raise_non_finite
 from vitjax.model.vit import ViT
 
 __all__ = ["direct_logit_attribution", "feature_lens", "final_norm", "logit_lens", "readout", "stream_names",
@@ -121,7 +121,8 @@ def _logit_lens(model: ViT, params, images, targets):
     maps = jnp.einsum("blpd,bd->blp", patches, w, precision=c.precision,
                       preferred_element_type=jnp.float32) + b[:, None, None]
     b_, rows = maps.shape[:2]
-    return logits, maps.reshape((b_, rows) + tuple(c.grid)), classes
+    finite = {"logits": finite_rows(logits), "maps": finite_rows(maps)}  # every row of the lens, the output's too
+    return logits, maps.reshape((b_, rows) + tuple(c.grid)), classes, finite
 
 
 def _need_head(model: ViT, what: str) -> int:
@@ -131,7 +132,7 @@ def _need_head(model: ViT, what: str) -> int:
     return int(model.config.num_classes)
 
 
-def logit_lens(model: ViT, params, images, *, target=None) -> Dict[str, jnp.ndarray]:
+def logit_lens(model: ViT, params, images, *, target=None, valid=None) -> Dict[str, jnp.ndarray]:
     """The logit lens: every layer's residual stream read by the model's own head.
 
     Args:
@@ -139,6 +140,8 @@ def logit_lens(model: ViT, params, images, *, target=None) -> Dict[str, jnp.ndar
       images: ``[B, H, W, 3]`` float32 at ``model.config.image_size``, preprocessed.
       target: the class of the per-patch maps: None (each image's predicted class), an int, or
         an int array ``[B]``.
+      valid: ``[B]`` bool, the rows checked for non-finite values (None: every row; padded rows
+        may hold anything).
 
     Returns:
       dict of float32 arrays: ``logits [B, L+1, C]`` (row 0: block 0's input; row l: block l's
@@ -149,37 +152,52 @@ def logit_lens(model: ViT, params, images, *, target=None) -> Dict[str, jnp.ndar
 
     Raises:
       ValueError: a headless model (one line: use :func:`feature_lens`), bad images or target.
+      NonFiniteError: a lens logit (any layer's, the model's output included) or map value is not
+        finite (NaN/inf) for a valid row; ``.rows`` names them, ``.result`` holds the dict above.
+        Flags computed in the compiled program, one per image and kind, checked after it.
 
     Follows nostalgebraist (2020) and ViT-Prisma's per-patch lens; one jitted pass.
     """
     num_classes = _need_head(model, "the logit lens")
     check_images(model, images)
     images = jnp.asarray(images)
-    logits, maps, classes = _logit_lens(model, params, images, target_classes(target, images.shape[0], num_classes))
-    return {"logits": logits, "maps": maps, "target": classes}
+    logits, maps, classes, finite = _logit_lens(model, params, images,
+                                                target_classes(target, images.shape[0], num_classes))
+    result = {"logits": logits, "maps": maps, "target": classes}
+    raise_non_finite(finite, valid=valid, result=result)
+    return result
 
 
 @functools.partial(jax.jit, static_argnames=("model",))
 def _feature_lens(model: ViT, params, images):
-    _, stream = _stream(model, params, images)
+    out, stream = _stream(model, params, images)
     f = _pool(model, final_norm(model, params, stream)).astype(jnp.float32)  # [B, L+1, D]
     f = f / jnp.maximum(jnp.linalg.norm(f, axis=-1, keepdims=True), jnp.finfo(jnp.float32).tiny)
-    return jnp.einsum("bld,bd->bl", f, f[:, -1], precision=jax.lax.Precision.HIGHEST)
+    cos = jnp.einsum("bld,bd->bl", f, f[:, -1], precision=jax.lax.Precision.HIGHEST)
+    finite = {output_kind(model): finite_rows(out)}
+    finite["features"] = finite.get("features", True) & finite_rows(cos)
+    return cos, finite
 
 
-def feature_lens(model: ViT, params, images) -> jnp.ndarray:
+def feature_lens(model: ViT, params, images, *, valid=None) -> jnp.ndarray:
     """Cosine of each layer's normalised class token to the final one: ``[B, L+1]`` float32 in [-1, 1].
 
     Each row of the residual stream (block 0's input, each block's output) goes through the
     final LayerNorm ``encoder_norm`` and is read at the class token (GAP models: the mean of
     the patch tokens), as the model reads its last layer before ``pre_logits`` / the head; the
     last column is 1 (up to float32 rounding). Works for every model, headless ones included.
+    ``valid``: ``[B]`` bool, the rows checked for non-finite values (None: every row).
 
     Raises:
       ValueError: bad images.
+      NonFiniteError: the model's output (logits or features) or a cosine is not finite (NaN/inf)
+        for a valid row; ``.rows`` names them, ``.result`` holds the ``[B, L+1]`` cosines. Flags
+        computed in the compiled program, checked after it.
     """
     check_images(model, images)
-    return _feature_lens(model, params, jnp.asarray(images))
+    cos, finite = _feature_lens(model, params, jnp.asarray(images))
+    raise_non_finite(finite, valid=valid, result=cos)
+    return cos
 
 
 @functools.partial(jax.jit, static_argnames=("model",))
@@ -225,11 +243,13 @@ def _dla(model: ViT, params, images, targets):
                          jnp.take(params["head"]["kernel"], classes, axis=1).T.astype(jnp.float32), precision=hp)
     bias = sum(attn_bias) + ln_bias + jnp.take(params["head"]["bias"], classes).astype(jnp.float32)
     logit = jnp.take_along_axis(out, classes[:, None], axis=1)[:, 0]
-    return {"embed": embed, "heads": jnp.stack(heads, axis=1), "mlps": jnp.stack(mlps, axis=1), "bias": bias,
-            "logit": logit, "target": classes}
+    result = {"embed": embed, "heads": jnp.stack(heads, axis=1), "mlps": jnp.stack(mlps, axis=1), "bias": bias,
+              "logit": logit, "target": classes}
+    parts = jnp.concatenate([result[k].reshape(out.shape[0], -1) for k in ("embed", "heads", "mlps", "bias")], 1)
+    return result, {"logits": finite_rows(out), "attribution": finite_rows(parts)}
 
 
-def direct_logit_attribution(model: ViT, params, images, *, target=None) -> Dict[str, jnp.ndarray]:
+def direct_logit_attribution(model: ViT, params, images, *, target=None, valid=None) -> Dict[str, jnp.ndarray]:
     """Direct logit attribution: the target logit split into the embedding's, each head's and each MLP's part.
 
     With the final LayerNorm's scale frozen at the clean run (each token's ``1 / sqrt(var + eps)``,
@@ -241,6 +261,7 @@ def direct_logit_attribution(model: ViT, params, images, *, target=None) -> Dict
       model, params: a model with a linear head (no ``pre_logits`` tanh layer).
       images: ``[B, H, W, 3]`` float32, preprocessed.
       target: None (each image's predicted class), an int or an int array ``[B]``.
+      valid: ``[B]`` bool, the rows checked for non-finite values (None: every row).
 
     Returns:
       dict of float32 arrays: ``embed [B]``, ``heads [B, L, H]``, ``mlps [B, L]`` (each
@@ -253,6 +274,9 @@ def direct_logit_attribution(model: ViT, params, images, *, target=None) -> Dict
     Raises:
       ValueError: a headless model, one with ``pre_logits`` (its tanh is not linear), bad images
         or target.
+      NonFiniteError: the logits or a contribution is not finite (NaN/inf) for a valid row;
+        ``.rows`` names them, ``.result`` holds the dict above. Flags computed in the compiled
+        program, checked after it.
 
     Follows Elhage et al., "A Mathematical Framework for Transformer Circuits" (2021) and
     TransformerLens' ``ActivationCache.decompose_resid`` / ``stack_head_results``.
@@ -263,4 +287,6 @@ def direct_logit_attribution(model: ViT, params, images, *, target=None) -> Dict
                          f"(tanh, width {model.config.representation_size}); use vitjax.logit_lens")
     check_images(model, images)
     images = jnp.asarray(images)
-    return _dla(model, params, images, target_classes(target, images.shape[0], num_classes))
+    result, finite = _dla(model, params, images, target_classes(target, images.shape[0], num_classes))
+    raise_non_finite(finite, valid=valid, result=result)
+    return result

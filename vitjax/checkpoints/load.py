@@ -18,6 +18,7 @@ import hashlib
 import os
 import re
 import warnings
+import zipfile
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
 
@@ -290,9 +291,11 @@ def read_checkpoint(path: PathLike, *, num_heads: Optional[int] = None,
 
     The format is told by the file's structure, not its name or first bytes: a valid
     ``.safetensors`` (:func:`vitjax.checkpoints.safetensors.parse_header`) is read as one
-    whatever its suffix; otherwise a ``.pth``/``.bin``/... name is refused as a PyTorch pickle,
-    a ``.safetensors`` name gets the one line saying what the file really is (a pickle, an
-    ``.npz``, a malformed header), and anything else is read as an ``.npz``.
+    whatever its suffix; a PyTorch pickle (a bare pickle, or torch.save's zip holding
+    ``data.pkl``) is refused whatever its suffix; a ``.safetensors`` name gets the one line saying
+    what the file really is (an ``.npz``, a malformed header); a ``.pth``/``.bin``/... name is read
+    as an ``.npz`` when its bytes are one (a zip of ``.npy`` members), else refused saying what
+    it is; anything else is read as an ``.npz``.
 
     Args:
       path: the file.
@@ -319,11 +322,41 @@ def read_checkpoint(path: PathLike, *, num_heads: Optional[int] = None,
     header, reason, looks = parse_header(where)
     if header is not None:
         return read_safetensors(where, num_heads=num_heads, image_size=image_size)
-    if where.lower().endswith(TORCH_PICKLES):
+    what = _content(where)
+    if what == "pickle":
         raise CheckpointError(pickle_refusal(where))
     if where.lower().endswith(".safetensors"):
         raise CheckpointError(not_safetensors_message(where, reason, looks))
+    if where.lower().endswith(TORCH_PICKLES) and what != "npz":  # named like torch.save's output, yet not one
+        raise CheckpointError(f"{where}: named like a PyTorch file, but {what}; not a checkpoint vitjax reads "
+                              "(a .safetensors, or a Google .npz)")
     return read_npz(where)
+
+
+def _content(path: str) -> str:
+    """What a file's bytes are: ``"pickle"`` (a bare pickle of protocol 2-5, torch.save's legacy format, or a
+    zip holding a ``.pkl`` member, torch.save's format), ``"npz"`` (a zip of ``.npy`` members only), else a few
+    words saying what it is (for a one-line refusal). Reads the first bytes and the zip directory, never a member.
+    """
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as z:
+                names = z.namelist()
+            if any(n.endswith(".pkl") for n in names):
+                return "pickle"
+            if names and all(n.endswith(".npy") for n in names):
+                return "npz"
+            shown = ", ".join(repr(n) for n in names[:3]) + (", ..." if len(names) > 3 else "")
+            return f"a zip archive ({shown or 'empty'})"
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except (OSError, zipfile.BadZipFile, EOFError, ValueError) as e:
+        return f"unreadable ({' '.join(str(e).split())})"
+    if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
+        return "pickle"
+    if head[:6] == b"\x93NUMPY":
+        return "a NumPy .npy array"
+    return "neither a pickle, a zip archive nor a .safetensors file"
 
 
 def strip_wrappers(flat: Mapping[str, np.ndarray], *, where: str = "checkpoint") -> Flat:

@@ -130,6 +130,13 @@ def _nat(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and v >= 0
 
 
+def _why(e: BaseException) -> str:
+    """The reason of a read error, one line, without the file name the caller already gives (``OSError``)."""
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror
+    return " ".join(str(e).split()) or type(e).__name__
+
+
 def _no_duplicates(pairs):
     out = {}
     for k, v in pairs:
@@ -332,7 +339,7 @@ def read_index(path) -> Dict[str, str]:
         with open(where, encoding="utf-8") as f:
             data = json.loads(f.read(), object_pairs_hook=_no_duplicates)
     except (OSError, ValueError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{where}: not readable as JSON ({' '.join(str(e).split())})") from None
+        raise CheckpointError(f"{where}: not readable as JSON ({_why(e)})") from None
     if not isinstance(data, dict):
         raise CheckpointError(f"{where}: holds a JSON {type(data).__name__}, not an index object")
     wm = data.get("weight_map")
@@ -400,13 +407,15 @@ def _read_json(path: Path) -> Optional[dict]:
     if not path.is_file():
         return None
     try:
-        if path.stat().st_size > _MAX_JSON:
-            raise CheckpointError(f"{path}: {path.stat().st_size} bytes, too large for a model's JSON file "
-                                  f"(limit {_MAX_JSON}); vitjax reads it because it sits beside the weights")
-        data = json.loads(path.read_text(encoding="utf-8"), object_pairs_hook=_no_duplicates)
+        size = path.stat().st_size
+        data = None if size > _MAX_JSON else json.loads(path.read_text(encoding="utf-8"),
+                                                         object_pairs_hook=_no_duplicates)
     except (OSError, ValueError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{path}: not readable as JSON ({' '.join(str(e).split())}); vitjax reads it because "
+        raise CheckpointError(f"{path}: not readable as JSON ({_why(e)}); vitjax reads it because "
                               "it sits beside the weights: fix or move it") from None
+    if size > _MAX_JSON:  # the file is named once: a message of its own, not wrapped in another
+        raise CheckpointError(f"{path}: {size} bytes, too large for a model's JSON file (limit {_MAX_JSON}); vitjax "
+                              "reads it because it sits beside the weights: fix or move it")
     if not isinstance(data, dict):
         raise CheckpointError(f"{path}: holds a JSON {type(data).__name__}, not an object; vitjax reads it because "
                               "it sits beside the weights: fix or move it")

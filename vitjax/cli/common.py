@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import re
 import sys
 import warnings
@@ -19,7 +20,8 @@ from vitjax.attribution.options import HEAD_FUSIONS, RolloutOptions
 from vitjax.errors import VitjaxWarning, one_line
 from vitjax.model import memory
 
-__all__ = ["OneLineParser", "UsageError", "add_memory_arguments", "add_rollout_arguments", "checked",
+__all__ = ["OneLineParser", "UsageError", "add_memory_arguments", "add_rollout_arguments", "check_out_folder",
+           "checked", "in_a_batch",
            "is_out_of_memory", "memory_size", "out_of_memory_line", "image_size_arg", "nonneg_int", "number",
            "positive_int", "rollout_options", "terminal_warnings", "unit"]
 
@@ -110,17 +112,75 @@ def is_out_of_memory(error: BaseException) -> bool:
     return isinstance(error, MemoryError) or "RESOURCE_EXHAUSTED" in str(error) or "Out of memory" in str(error)
 
 
-def out_of_memory_line(batch_size: int, image_size, budget: Optional[int]) -> str:
-    """What to say when an allocation failed although the estimate fitted: which batch and size, what to pass."""
-    h, w = image_size
-    smaller = max(1, batch_size // 2)
+#: Where a batch is loaded or computed: (file path ending, function name or None for any function of the file).
+_BATCH_FRAMES = ((os.path.join("vitjax", "evaluation", "runner.py"), "run"),
+                 (os.path.join("vitjax", "data", "batching.py"), None),
+                 (os.path.join("vitjax", "viz", "run.py"), "_maps"))
+
+
+def in_a_batch(error: BaseException) -> bool:
+    """True when ``error`` was raised while a batch was loaded or computed: its traceback passes through the
+    dataset runner's loop (:func:`vitjax.evaluation.runner.run`), :mod:`vitjax.data.batching` or the visualize
+    run's batch step, rather than, say, while the checkpoint or the dataset listing was read."""
+    tb = error.__traceback__
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        if any(code.co_filename.endswith(path) and (name is None or code.co_name == name)
+               for path, name in _BATCH_FRAMES):
+            return True
+        tb = tb.tb_next
+    return False
+
+
+def out_of_memory_line(batch_size: int, image_size, budget: Optional[int], *,
+                       error: Optional[BaseException] = None, up_to: bool = False, running: bool = False) -> str:
+    """What to say when an allocation failed although the estimate fitted.
+
+    The batch size is blamed (which batch and size, what to pass) only when a smaller batch could
+    have helped: more than one image per batch, and the failure happened while a batch was loaded
+    or computed: ``error`` None, or raised through a batch's code (:func:`in_a_batch`), or an
+    accelerator allocation failure (not Python's ``MemoryError``) out of the batch loop itself
+    (``running``: the call that failed is the run over the batches). Otherwise a neutral line says
+    what ran out and when. ``up_to``: ``batch_size`` is an upper bound (``"batches of up to 32 images"``).
+    """
+    h, w = image_size if image_size is not None else (None, None)
+    size = f", image size {h}x{w}" if h is not None else ""
     spent = f" within the memory budget {memory.format_bytes(budget)}" if budget else ""
-    return (f"out of memory at batch size {batch_size}, image size {h}x{w}{spent}; pass --batch-size {smaller} "
-            "or a smaller --memory-budget (other programs may be using the memory)")
+    batched = error is None or in_a_batch(error) or (running and not isinstance(error, MemoryError))
+    if batched and batch_size > 1:
+        smaller = max(1, batch_size // 2)
+        at = f"with batches of up to {batch_size} images" if up_to else f"at batch size {batch_size}"
+        return (f"out of memory {at}{size}{spent}; pass --batch-size {smaller} "
+                "or a smaller --memory-budget (other programs may be using the memory)")
+    what = "host memory" if isinstance(error, MemoryError) else "memory"
+    when = f"at batch size 1{size}" if batched else ("outside the model's batches" if running else
+                                                     "before any batch (reading the checkpoint or the data)")
+    return (f"out of {what} {when}{spent}: a smaller batch cannot help; free memory (other programs may be using "
+            "it) or use a machine with more")
 
 
 class UsageError(ValueError):
     """An input problem reported on one line with exit status 2."""
+
+
+def check_out_folder(path, flag: str = "--out") -> None:
+    """Refuses, before anything runs, an output folder that cannot be one: a path that exists and is no folder
+    (a file, a FIFO...), or one below a file.
+
+    Raises:
+      UsageError: ``"--out: results.csv is a file, not a folder"`` (one line).
+    """
+    given = os.fspath(path)
+    where = os.path.expanduser(given)
+    if os.path.lexists(where) and not os.path.isdir(where):
+        kind = "a file" if os.path.isfile(where) else "a broken link" if not os.path.exists(where) else \
+            "not a regular file"
+        raise UsageError(f"{flag}: {given} is {kind}, not a folder")
+    parent = os.path.dirname(os.path.abspath(where))
+    while parent and not os.path.lexists(parent) and os.path.dirname(parent) != parent:
+        parent = os.path.dirname(parent)
+    if os.path.lexists(parent) and not os.path.isdir(parent):
+        raise UsageError(f"{flag}: {given} cannot be a folder: {parent} is a file, not a folder")
 
 
 def rollout_options(args) -> RolloutOptions:

@@ -14,7 +14,14 @@ from typing import Any, Dict, Optional, Sequence
 from vitjax.attribution.options import RolloutOptions
 from vitjax.checkpoints.download import resolve_checkpoint
 from vitjax.checkpoints.load import checkpoint_sha256, load_checkpoint
-from vitjax.cli.common import OneLineParser, add_memory_arguments, is_out_of_memory, terminal_warnings
+from vitjax.cli.common import (
+    OneLineParser,
+    add_memory_arguments,
+    check_out_folder,
+    is_out_of_memory,
+    out_of_memory_line,
+    terminal_warnings,
+)
 from vitjax.cli.evaluate import interrupted
 from vitjax.data.datasets import dataset_records, positive_int, sample_records, skipped_note
 from vitjax.errors import one_line, require_file
@@ -53,6 +60,7 @@ def _main(argv: Optional[Sequence[str]]) -> int:
     p.add_argument("--workers", type=int, default=None, help="loader threads (default: CPU count)")
     a = p.parse_args(argv)
     try:
+        check_out_folder(a.out)
         for name in ("batch_size", "sample", "workers"):
             if getattr(a, name) is not None:
                 positive_int("--" + name.replace("_", "-"), getattr(a, name))
@@ -82,13 +90,14 @@ def _main(argv: Optional[Sequence[str]]) -> int:
     except (RuntimeError, MemoryError) as e:
         if not is_out_of_memory(e):
             raise
-        print(f"error: out of memory with batches of up to {a.batch_size} images; pass a smaller --batch-size or "
-              "--memory-budget (other programs may be using the memory)", file=sys.stderr)
+        print(f"error: {out_of_memory_line(a.batch_size, None, a.memory_budget, error=e, up_to=True)}",
+              file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return interrupted(a.out)
-    print(f"{res['images']} images ({len(res['failed'])} failed), clean top-1 {100 * res['clean_accuracy']:.2f} %; "
-          "AUC x100 (negative: higher is better; positive: lower is better):")
+    scored, failed = res["images"], len(res["failed"])
+    print(f"{scored} of {scored + failed} images scored ({failed} failed), clean top-1 "
+          f"{100 * res['clean_accuracy']:.2f} %; AUC x100 (negative: higher is better; positive: lower is better):")
     for m, orders in res["methods"].items():
         print(f"  {m:18s} negative {orders['negative']['auc']:6.2f}   positive {orders['positive']['auc']:6.2f}")
     for image, reason in res["failed"]:
@@ -99,8 +108,10 @@ def _main(argv: Optional[Sequence[str]]) -> int:
 def _read_labels(path: str) -> Dict[str, int]:
     try:
         mapping = json.loads(Path(require_file(path, "a JSON file", ValueError)).read_text("utf-8"))
-    except (OSError, ValueError) as e:
-        raise ValueError(f"--labels {path}: not 'dataset', 'predicted' or a readable JSON file ({e})") from None
+    except (OSError, ValueError) as e:  # the reason without the path, named once already
+        why = e.strerror if isinstance(e, OSError) and e.strerror else one_line(e)
+        why = why[len(f"{path}: "):] if why.startswith(f"{path}: ") else why
+        raise ValueError(f"--labels {path}: not 'dataset', 'predicted' or a readable JSON file ({why})") from None
     if not isinstance(mapping, dict) or not all(
             isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in mapping.values()):
         raise ValueError(f"--labels {path}: expected a JSON object {{folder name: class index >= 0}}")

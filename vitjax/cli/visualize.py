@@ -41,6 +41,7 @@ from vitjax.cli.common import (
     UsageError,
     add_memory_arguments,
     add_rollout_arguments,
+    check_out_folder,
     checked,
     image_size_arg,
     is_out_of_memory,
@@ -347,6 +348,7 @@ def _run(args, prog: str) -> int:
     # Everything that can be checked before the first image is read: exit 2 on one line.
     try:
         colour_map(args.cmap)
+        check_out_folder(args.out)
         items = gather_images(args.images, caltech101=args.caltech101,
                                         include_background=args.include_background, per_class=args.per_class,
                                         sample=args.sample, seed=args.seed)  # before a download: typos are cheap
@@ -386,6 +388,12 @@ def _run(args, prog: str) -> int:
     except (ValueError, FileExistsError) as e:  # CheckpointError, DownloadError, DatasetError, UsageError
         print(f"{prog}: error: {one_line(e)}", file=sys.stderr)
         return 2
+    except (RuntimeError, MemoryError) as e:  # reading the checkpoint or the images ran out: no batch to blame
+        if not is_out_of_memory(e):
+            raise
+        print(f"{prog}: error: {out_of_memory_line(args.batch_size, None, args.memory_budget, error=e)}",
+              file=sys.stderr)
+        return 1
 
     gh, gw = cfg.grid
     info(f"checkpoint: {ckpt} ({cfg.num_layers} layers x {cfg.num_heads} heads, "
@@ -411,8 +419,8 @@ def _run(args, prog: str) -> int:
         if not is_out_of_memory(e):
             raise
         _remove_if_empty(run_dir)
-        print(f"{prog}: error: {out_of_memory_line(batch_size, cfg.image_size, args.memory_budget)}",
-              file=sys.stderr)
+        line = out_of_memory_line(batch_size, cfg.image_size, args.memory_budget, error=e, running=True)
+        print(f"{prog}: error: {line}", file=sys.stderr)
         return 1
     _remove_if_empty(run_dir)
     done, skipped = result.processed, result.skipped

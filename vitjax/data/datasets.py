@@ -77,6 +77,8 @@ CALTECH101_BACKGROUND = "BACKGROUND_Google"
 
 _CATEGORIES = "101_ObjectCategories"
 _ANNOTATIONS = "Annotations"
+_MATLAB_NUMERIC = frozenset({"double", "single", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32",
+                             "uint64"})  # the classes of whosmat that hold real numbers
 _IMAGE_NUMBER = re.compile(r"^image_(\d+)$")
 _GLOB_CHARS = re.compile(r"[*?\[]")
 
@@ -599,11 +601,17 @@ def load_annotation(path: PathLike) -> Tuple[np.ndarray, np.ndarray]:
       ``(box, contour)``: ``box`` float64 ``[4]`` = ``[y1, y2, x1, x2]`` pixels;
       ``contour`` float64 ``[K, 2]`` of absolute ``(x, y)`` pixels, K >= 3.
 
+    Each array is judged by what is stored: its MATLAB class (``whosmat``) must be
+    numeric (not logical, text, a struct or a cell) and its values real and finite. The
+    file is read without ``mat_dtype`` (which would cast a complex array to real, with a
+    ``ComplexWarning`` on the terminal, before any check could see it).
+
     Raises:
       DatasetError: the file is missing, unreadable, or lacks a 4-value
-        ``box_coord`` or a 2xK (K >= 3) finite ``obj_contour`` (message names it).
+        ``box_coord`` or a 2xK (K >= 3) finite ``obj_contour``, or either holds
+        complex, true/false, text or other non-numeric values (message names it).
     """
-    from scipy.io import loadmat
+    from scipy.io import loadmat, whosmat
 
     name = os.fspath(path)
     problem = _regular_file(Path(name))
@@ -611,20 +619,28 @@ def load_annotation(path: PathLike) -> Tuple[np.ndarray, np.ndarray]:
         if not os.path.lexists(name):
             raise DatasetError(f"{name}: annotation file does not exist")
         raise DatasetError(f"{name}: cannot use as an annotation: {problem}")
+    keys = ("box_coord", "obj_contour")
     try:
-        data = loadmat(name, mat_dtype=True)  # MATLAB's own classes: a logical array reads back as bool, not uint8
+        classes = {var: cls for var, _, cls in whosmat(name)}  # MATLAB's own classes: logical is stored as uint8
+        data = loadmat(name, variable_names=keys)  # as stored: a complex array stays complex (no cast, no warning)
     except FileNotFoundError:
         raise DatasetError(f"{name}: annotation file does not exist") from None
     except Exception as e:  # scipy raises MatReadError, ValueError, IndexError... on bad files
         detail = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise DatasetError(f"{name}: cannot read annotation ({detail})") from None
-    for key in ("box_coord", "obj_contour"):
+    for key in keys:
         if key not in data:
             raise DatasetError(f"{name}: not a Caltech101 annotation (no {key!r})")
-    for key in ("box_coord", "obj_contour"):
+    for key in keys:
+        cls = classes.get(key)
         kind = getattr(data[key], "dtype", np.dtype(object)).kind
-        if kind not in "iuf":  # bool, complex, text, structs and cells are no pixel coordinates
-            what = {"b": "true/false values", "c": "complex numbers"}.get(kind, f"a {data[key].dtype} array")
+        if cls not in _MATLAB_NUMERIC or kind not in "iuf":  # bool, complex, text, structs, cells: no coordinates
+            if kind == "c":
+                what = "complex numbers"
+            elif cls in _MATLAB_NUMERIC:  # numeric class, yet no numbers read back (scipy's "Read error: ...")
+                what = "values that cannot be read"
+            else:
+                what = {"logical": "true/false values", "char": "text"}.get(cls, f"a MATLAB {cls} array")
             raise DatasetError(f"{name}: {key} holds {what}, not pixel coordinates")
     try:
         box = np.asarray(data["box_coord"], dtype=np.float64)

@@ -74,12 +74,22 @@ from vitjax.evaluation.metrics import (
     uniform_map,
 )
 from vitjax.evaluation.report import run_notes, write_report
-from vitjax.evaluation.runner import Results, Row, Step, claim_folder, run
+from vitjax.evaluation.runner import (
+    INTEGER,
+    NUMBER_OR_NULL,
+    TEXT_OR_NULL,
+    Kind,
+    Results,
+    Row,
+    Step,
+    claim_folder,
+    run,
+)
 from vitjax.model.forward import NON_FINITE, finite_rows, non_finite_reason, raise_non_finite
 from vitjax.model.memory import plan_batch_size
 
-__all__ = ["Target", "Results", "run", "load_target", "map_names", "maps_program", "score_row", "map_metrics_step",
-           "evaluate", "evaluate_run"]
+__all__ = ["Target", "Results", "run", "load_target", "map_names", "maps_program", "score_row", "row_schema",
+           "map_metrics_step", "evaluate", "evaluate_run"]
 
 _EXIF_TRANSPOSE = {2: (False, True, 0), 3: (False, False, 2), 4: (True, False, 0), 5: (False, True, 1),
                    6: (False, False, 3), 7: (False, True, 3), 8: (False, False, 1)}  # (flip rows, flip cols, rot90 k)
@@ -225,6 +235,21 @@ def score_row(maps: np.ndarray, mad: np.ndarray, target: Target, names: Sequence
     return row
 
 
+def row_schema(names: Sequence[str], num_layers: int, num_heads: int) -> Dict[str, Kind]:
+    """What every key of a :func:`score_row` row may hold (:func:`vitjax.evaluation.runner.row_problem`).
+
+    A shard row read back from disk that does not fit (a metric that is text, a bool or a
+    list; a key missing) makes its shard damaged: set aside and computed again.
+    """
+    flag = Kind("0 or 1", lambda v: type(v) is int and v in (0, 1))
+    schema = {"height": INTEGER, "width": INTEGER, "annotated": flag, "object_fraction": NUMBER_OR_NULL,
+              "note": TEXT_OR_NULL}
+    schema.update({f"{name}_{metric}": NUMBER_OR_NULL for name in names for metric in METRICS})
+    schema.update({f"mad_l{layer:02d}_h{h:02d}": NUMBER_OR_NULL for layer in range(1, num_layers + 1)
+                   for h in range(1, num_heads + 1)})
+    return schema
+
+
 @functools.lru_cache(maxsize=8)
 def _baselines(size: Tuple[int, int]) -> np.ndarray:
     return np.stack([gaussian_map(size), uniform_map(size)])
@@ -241,7 +266,8 @@ def map_metrics_step(model, params, *, mesh=None, options=None, scale: int = 4, 
 
     Returns:
       ``(step, grid_size)``: ``step(batch) -> rows`` (one :func:`score_row` dict per
-      valid row, in row order) and the scoring grid ``(rh, rw)`` the loader
+      valid row, in row order; ``step.schema``: :func:`row_schema`, what the runner
+      checks every row read back from disk against) and the scoring grid ``(rh, rw)`` the loader
       must reduce masks to (:func:`load_target`).
     """
     import concurrent.futures as cf
@@ -264,6 +290,7 @@ def map_metrics_step(model, params, *, mesh=None, options=None, scale: int = 4, 
                              if r in bad else score_row(maps[r], mad[r], batch.extras[r], names), batch.rows))
 
     step.close = functools.partial(pool.shutdown, wait=True, cancel_futures=True)  # type: ignore[attr-defined]
+    step.schema = row_schema(names, model.config.num_layers, model.config.num_heads)  # type: ignore[attr-defined]
     return step, size
 
 

@@ -59,7 +59,7 @@ from vitjax.data.batching import local_mesh, replicate, shard_batch
 from vitjax.data.datasets import positive_int
 from vitjax.data.images import RESIZE_METHODS, preprocess
 from vitjax.errors import NonFiniteError
-from vitjax.evaluation.runner import claim_folder, run
+from vitjax.evaluation.runner import INTEGER, Kind, claim_folder, run, text_matching
 from vitjax.io import write_atomic
 from vitjax.model.forward import NON_FINITE, finite_rows, non_finite_reason, raise_non_finite
 from vitjax.model.memory import plan_batch_size
@@ -301,6 +301,9 @@ def perturbation_step(model, params, *, methods: Sequence[str] = RUNNER_METHODS,
     An image whose logits (clean or perturbed), attention, gradients or maps are not
     finite (NaN/inf; checked in the compiled programs, padded rows left out) gets
     ``{"status": "failed", "reason": ...}`` naming ``checkpoint`` instead: never a curve.
+    ``step.schema`` (:func:`vitjax.evaluation.runner.row_problem`): what a row read back from
+    disk must hold (a curve of exactly ``1 + K`` '0'/'1', integer predictions), else its shard
+    is damaged and computed again.
 
     Raises:
       ValueError: unknown method or ``explain``, a headless model.
@@ -343,7 +346,15 @@ def perturbation_step(model, params, *, methods: Sequence[str] = RUNNER_METHODS,
             row["scored_label"] = int(labels[r]) if labels[r] >= 0 else int(preds[0, r])
         return rows
 
+    step.schema = _row_schema(methods, steps)  # type: ignore[attr-defined]
     return step
+
+
+def _row_schema(methods: Sequence[str], steps: Sequence[float]) -> Dict[str, Kind]:
+    """What each key of a :func:`perturbation_step` row holds: ``1 + K`` '0'/'1' per curve, integer classes."""
+    curve = text_matching(f"[01]{{{1 + len(steps)}}}")
+    return {"prediction": INTEGER, "scored_label": INTEGER, **{f"{m}_{order}": curve for m in methods
+                                                               for order in ORDERS}}
 
 
 def summarize(results: Sequence[Mapping[str, Any]], methods: Sequence[str], steps: Sequence[float] = STEPS
@@ -352,6 +363,10 @@ def summarize(results: Sequence[Mapping[str, Any]], methods: Sequence[str], step
 
     Returns ``{"steps": [0, ...], "images": n, "failed": [[image, reason]...], "clean_accuracy",
     "methods": {method: {order: {"accuracy": [1 + K], "auc": float}}}}`` (accuracies as fractions).
+
+    Raises:
+      ValueError: no image evaluated; a row whose curve is not ``1 + K`` '0'/'1' or whose
+        ``prediction``/``scored_label`` is not an integer (one line naming the image and key).
     """
     ok = [r for r in results if r.get("status", "ok") == "ok"]
     out: Dict[str, Any] = {"steps": [0.0] + [float(s) for s in steps], "images": len(ok),
@@ -359,6 +374,12 @@ def summarize(results: Sequence[Mapping[str, Any]], methods: Sequence[str], step
                            "methods": {}}
     if not ok:
         raise ValueError("no image could be loaded; nothing to summarise")
+    schema = _row_schema(methods, steps)
+    for r in ok:  # never a curve or an accuracy made up from a value that is not one
+        for key, kind in schema.items():
+            if not kind.test(r.get(key)):
+                raise ValueError(f"{r.get('image')}: '{key}' is {json.dumps(r.get(key), default=repr)[:40]}, not "
+                                 f"{kind.what} (a results row edited by hand? delete its shard and run again)")
     for m in methods:
         out["methods"][m] = {}
         for order in ORDERS:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 from vitjax.data.datasets import skipped_note
+from vitjax.errors import DatasetError
 from vitjax.evaluation.metrics import METRICS
 from vitjax.io import write_atomic
 
@@ -39,9 +40,44 @@ def write_if_changed(path: Path, data: bytes) -> bool:
     return True
 
 
-def _mean(values) -> Optional[float]:
-    vals = [v for v in values if v is not None]
+def _bad_value(row: Dict[str, Any], key: str, what: str) -> DatasetError:
+    shown = json.dumps(row.get(key), default=repr)
+    shown = shown if len(shown) <= 40 else shown[:37] + "..."
+    return DatasetError(f"{row.get('image', '(no image name)')}: '{key}' is {shown}, not {what} (a results row "
+                        "edited by hand? delete its shard and run again)")
+
+
+def _mean(rows: Sequence[Dict[str, Any]], key: str) -> Optional[float]:
+    """Mean of ``row[key]`` over the rows with a number there (None and NaN skipped).
+
+    Raises:
+      DatasetError: a value that is not a number (text, a bool, a list) or is infinite, naming the image
+        and the key: never a number made up from it.
+    """
+    vals = []
+    for r in rows:
+        v = r.get(key)
+        if v is None:
+            continue
+        try:
+            bad = not isinstance(v, (int, float)) or isinstance(v, bool) or math.isinf(v)
+        except OverflowError:  # an integer too large for a float
+            bad = True
+        if bad:
+            raise _bad_value(r, key, "a finite number or null")
+        if v == v:  # NaN: undefined, skipped
+            vals.append(v)
     return math.fsum(vals) / len(vals) if vals else None
+
+
+def _annotated(row: Dict[str, Any]) -> int:
+    """``row["annotated"]`` as 0 or 1 (absent or None: 0); DatasetError for anything else."""
+    v = row.get("annotated")
+    if v is None:
+        return 0
+    if isinstance(v, (bool, int)) and v in (0, 1):
+        return int(v)
+    raise _bad_value(row, "annotated", "0 or 1")
 
 
 def summarize(rows: Sequence[Dict[str, Any]], names: Sequence[str], num_layers: int, num_heads: int) -> Dict:
@@ -54,18 +90,22 @@ def summarize(rows: Sequence[Dict[str, Any]], names: Sequence[str], num_layers: 
     Returns:
       ``{"images", "annotated", "invalid_annotations", "maps": {map: {metric: mean | None}},
       "mean_attention_distance": [L][H] pixels | None}``.
+
+    Raises:
+      DatasetError: a value that is not a number or null (text, a bool, a list, infinity), or an
+        ``annotated`` other than 0/1: one line naming the image and the key.
     """
-    maps = {n: {m: _mean(r.get(f"{n}_{m}") for r in rows) for m in METRICS} for n in names}
-    mad = [[_mean(r.get(f"mad_l{layer:02d}_h{h:02d}") for r in rows) for h in range(1, num_heads + 1)]
+    maps = {n: {m: _mean(rows, f"{n}_{m}") for m in METRICS} for n in names}
+    mad = [[_mean(rows, f"mad_l{layer:02d}_h{h:02d}") for h in range(1, num_heads + 1)]
            for layer in range(1, num_layers + 1)]
-    return {"images": len(rows), "annotated": sum(int(r.get("annotated") or 0) for r in rows),
+    return {"images": len(rows), "annotated": sum(_annotated(r) for r in rows),
             "invalid_annotations": sum(1 for r in rows if _invalid(r)), "maps": maps,
             "mean_attention_distance": mad if rows else None}
 
 
 def _invalid(row: Dict[str, Any]) -> bool:
     """An evaluated image whose annotation file exists but could not be used (its ``note`` says why)."""
-    return bool(row.get("note")) and not int(row.get("annotated") or 0)
+    return bool(row.get("note")) and not _annotated(row)
 
 
 def _csv(results: Sequence[Dict[str, Any]]) -> bytes:
@@ -106,6 +146,10 @@ def write_report(out, results, *, names, num_layers: int, num_heads: int, grid_s
     Returns:
       the paths of the files (written or already up to date), the metrics figure
       only when it was drawn.
+
+    Raises:
+      DatasetError: a row value that is not a number where one is expected (:func:`summarize`), before
+        any file is written.
     """
     out = Path(out)
     results = list(results)
@@ -114,7 +158,7 @@ def write_report(out, results, *, names, num_layers: int, num_heads: int, grid_s
     classes: Dict[str, List[Dict[str, Any]]] = {}
     for r in rows:
         classes.setdefault(r["class"] if r["class"] is not None else "(no class)", []).append(r)
-    annotated = sum(int(r.get("annotated") or 0) for r in rows)
+    annotated = sum(_annotated(r) for r in rows)
     note = annotation_note(rows) if rows and not annotated else None
     summary = {
         "run": run,

@@ -16,7 +16,11 @@ Nothing on disk is trusted on resume:
   (:func:`shard_sha256`) and is checked, checksum and schema, when read; a damaged
   one (cut, edited, from another vitjax) is renamed ``damaged-<name>``, kept for
   inspection, and its images are computed again, with a
-  :class:`vitjax.errors.VitjaxWarning` saying so;
+  :class:`vitjax.errors.VitjaxWarning` saying so. The checksum proves nothing
+  against a deliberate edit (anyone can recompute it), so every row is also checked
+  against the step's schema (``step.schema``: ``{key: Kind}``, e.g. a metric is
+  :data:`NUMBER_OR_NULL`, never a string, a bool or a list; :func:`row_problem`):
+  a shard with one row that does not fit is damaged like a cut one;
 * every row records its image's size and SHA-256 (``bytes``, ``sha256``) and its
   class and label; a row whose image has changed since (another photo under the
   same name) or that was moved to another class is computed again, and said so;
@@ -32,11 +36,13 @@ import concurrent.futures as cf
 import contextlib
 import hashlib
 import json
+import math
 import os
+import re
 import sys
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 import jax
 
@@ -45,15 +51,93 @@ from vitjax.data.datasets import ImageRecord, positive_int
 from vitjax.errors import DatasetError, VitjaxWarning, one_line, require_file
 from vitjax.io import file_fingerprint, write_atomic
 
-__all__ = ["FORMAT", "SHARDS", "Results", "Row", "Step", "claim_folder", "counts_line", "finished_count",
-           "interrupted_line", "run",
-           "shard_sha256"]
+__all__ = ["FORMAT", "INTEGER", "NUMBER", "NUMBER_OR_NULL", "SHARDS", "TEXT", "TEXT_OR_NULL", "Kind", "Results",
+           "Row", "Step", "claim_folder", "counts_line", "finished_count", "interrupted_line", "number_array",
+           "row_problem", "run", "shard_sha256", "text_matching"]
 
 SHARDS = "shards"
 FORMAT = "vitjax-evaluate-shard/2"
 
 Row = Dict[str, Any]
 Step = Callable[[Batch], List[Row]]
+META = ("image", "class", "label", "bytes", "sha256")  # the runner's own keys of every row
+STATUSES = ("ok", "failed")
+
+
+class Kind(NamedTuple):
+    """What one value of a step's row may be: ``test(value) -> bool``; ``what`` names it in the damaged-shard line."""
+
+    what: str
+    test: Callable[[Any], bool]
+
+
+def _is_number(v: Any) -> bool:
+    """A finite int or float as JSON reads it back; never a bool (``True`` is an int in Python), text or list,
+    nor an integer too large for a float (JSON allows ``1`` followed by 400 zeros)."""
+    if not isinstance(v, (int, float)) or isinstance(v, bool):
+        return False
+    try:
+        return math.isfinite(v)
+    except OverflowError:
+        return False
+
+
+NUMBER = Kind("a finite number", _is_number)
+NUMBER_OR_NULL = Kind("a finite number or null", lambda v: v is None or _is_number(v))
+INTEGER = Kind("an integer", lambda v: isinstance(v, int) and not isinstance(v, bool))
+TEXT = Kind("text", lambda v: isinstance(v, str))
+TEXT_OR_NULL = Kind("text or null", lambda v: v is None or isinstance(v, str))
+
+
+def text_matching(pattern: str) -> Kind:
+    """A :class:`Kind`: text that matches the regular expression ``pattern`` whole (``"[01]{11}"``)."""
+    compiled = re.compile(pattern)
+    return Kind(f"text matching {pattern}", lambda v: isinstance(v, str) and compiled.fullmatch(v) is not None)
+
+
+def number_array(ndim: int) -> Kind:
+    """A :class:`Kind`: nested lists ``ndim`` deep of finite numbers, every level of one length (``[L][H]``)."""
+
+    def shape(v: Any, depth: int) -> Optional[tuple]:
+        if depth == 0:
+            return () if _is_number(v) else None
+        if not isinstance(v, list):
+            return None
+        inner = {shape(x, depth - 1) for x in v}
+        if None in inner or len(inner) > 1:
+            return None
+        return (len(v), *(inner.pop() if inner else ()))
+
+    return Kind(f"a {ndim}-d array of finite numbers", lambda v: shape(v, ndim) is not None)
+
+
+def row_problem(row: Mapping[str, Any], schema: Mapping[str, Kind]) -> Optional[str]:
+    """Why ``row`` (one finished row of a shard, the runner's keys included) does not fit ``schema``, or None.
+
+    A row whose ``status`` is "failed" holds a ``reason`` (text) and nothing of the step's;
+    any other row holds exactly the runner's keys (``image, class, label, bytes, sha256``,
+    checked when the shard is read), ``status``/``reason`` optionally, and every key of
+    ``schema``, each value of its :class:`Kind`.
+
+    Returns:
+      None, or one line: ``c/img.jpg: 'joint_auc' is "abc", not a finite number or null``.
+    """
+    image = row.get("image")
+    if row.get("status", "ok") == "failed":
+        return None  # the reason is checked with the runner's keys
+    missing = [k for k in schema if k not in row]
+    if missing:
+        return f"{image}: '{missing[0]}' missing" + (f" (and {len(missing) - 1} more keys)" if len(missing) > 1 else "")
+    extra = [k for k in row if k not in schema and k not in META and k not in ("status", "reason")]
+    if extra:
+        return f"{image}: unexpected key '{extra[0]}'"
+    for key, kind in schema.items():
+        value = row[key]
+        if not kind.test(value):
+            shown = json.dumps(value)
+            shown = shown if len(shown) <= 40 else shown[:37] + "..."
+            return f"{image}: '{key}' is {shown}, not {kind.what}"
+    return None
 
 
 
@@ -81,15 +165,16 @@ def _entry_problem(entry: Any, failed: bool) -> Optional[str]:
         value = entry.get(name, ...)
         if value is ... or isinstance(value, bool) or not (isinstance(value, kind) or (nullable and value is None)):
             return f"{image}: '{name}' missing or not a {kind.__name__}"
-    if failed and not isinstance(entry.get("reason"), str):
+    status = "failed" if failed else entry.get("status", "ok")
+    if status not in STATUSES:
+        return f"{image}: 'status' is {json.dumps(status)[:40]}, not \"ok\" or \"failed\""
+    if status == "failed" and not isinstance(entry.get("reason"), str):
         return f"{image}: failure without a 'reason'"
-    if not failed and not isinstance(entry.get("status", "ok"), str):
-        return f"{image}: 'status' is not text"
-    return None  # the step's own values are any JSON (the checksum vouches for them)
+    return None  # the step's own values: row_problem against the step's schema
 
 
-def _shard_problem(data: Any) -> Optional[str]:
-    """Why ``data`` (a parsed shard) cannot be used, or None."""
+def _shard_problem(data: Any, schema: Optional[Mapping[str, Kind]] = None) -> Optional[str]:
+    """Why ``data`` (a parsed shard) cannot be used, or None; rows checked against ``schema`` when given."""
     if not isinstance(data, dict):
         return "not a JSON object"
     fmt = data.get("format")
@@ -109,12 +194,15 @@ def _shard_problem(data: Any) -> Optional[str]:
     for failed, entries in ((False, data["rows"]), (True, data["failed"])):
         for entry in entries:
             problem = _entry_problem(entry, failed)
+            if not problem and not failed and schema is not None:
+                problem = row_problem(entry, schema)
             if problem:
                 return problem
     return None
 
 
-def _read_shards(folder: Path) -> Tuple[Dict[str, List[Tuple[str, Row]]], List[Tuple[Path, str]]]:
+def _read_shards(folder: Path, schema: Optional[Mapping[str, Kind]] = None
+                 ) -> Tuple[Dict[str, List[Tuple[str, Row]]], List[Tuple[Path, str]]]:
     """``({image: [("ok" | "failed", row), ...] in shard order}, [(damaged shard, why), ...])``."""
     found: Dict[str, List[Tuple[str, Row]]] = {}
     damaged: List[Tuple[Path, str]] = []
@@ -124,7 +212,7 @@ def _read_shards(folder: Path) -> Tuple[Dict[str, List[Tuple[str, Row]]], List[T
         except (OSError, ValueError) as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
             damaged.append((path, f"unreadable ({one_line(e)})"))
             continue
-        problem = _shard_problem(data)
+        problem = _shard_problem(data, schema)
         if problem:
             damaged.append((path, problem))
             continue
@@ -207,7 +295,9 @@ def run(records: Sequence[ImageRecord], step: Step, out_dir, *, root, load: Call
     Args:
       records: the images (all processes pass the same list; each takes its share).
       step: ``step(batch) -> rows`` for the batch's valid rows (e.g.
-        :func:`vitjax.evaluation.localisation.map_metrics_step`).
+        :func:`vitjax.evaluation.localisation.map_metrics_step`). Its ``schema`` attribute,
+        when it has one (``{key: Kind}``), is what every row read back from disk must be
+        (:func:`row_problem`); without one, a row's own values are any JSON.
       out_dir: results folder; shards go to ``out_dir/shards``.
       root: the dataset root, above every record; an image's key is its path
         relative to it (POSIX), so results survive moving the dataset.
@@ -246,7 +336,8 @@ def run(records: Sequence[ImageRecord], step: Step, out_dir, *, root, load: Call
         positive_int("workers", workers)
     shards.mkdir(parents=True, exist_ok=True)
     prefix = f"p{jax.process_index():03d}-"
-    found, damaged = _read_shards(shards)
+    schema = getattr(step, "schema", None)
+    found, damaged = _read_shards(shards, schema)
     _set_aside(damaged, prefix)
     now: Dict[str, Optional[Tuple[int, str]]] = {}  # image key -> (bytes, sha256) now; None: unreadable
 
@@ -307,7 +398,7 @@ def run(records: Sequence[ImageRecord], step: Step, out_dir, *, root, load: Call
         from jax.experimental import multihost_utils
 
         multihost_utils.sync_global_devices("vitjax.evaluation.runner.run")
-        found, _ = _read_shards(shards)
+        found, _ = _read_shards(shards, schema)
     results = Results()
     for r in records:
         chosen = pick(r)
@@ -348,12 +439,16 @@ def claim_folder(out, name: str, ident: Dict[str, Any]) -> Optional[str]:
       None, or a one-line note when the folder was taken over.
 
     Raises:
-      vitjax.errors.DatasetError: finished shards of other settings; the one line names
-        each differing setting with both values (``image_size: [518, 518] there,
+      vitjax.errors.DatasetError: ``out`` cannot be a folder (a file is in the way); finished shards
+        of other settings; the one line names each differing setting with both values (``image_size: [518, 518] there,
         [224, 224] here``), or says that ``name`` is unreadable.
     """
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # a file in the way: one line naming it, not "[Errno 17] File exists"
+        what = "a file, not a folder" if out.is_file() else (e.strerror or type(e).__name__)
+        raise DatasetError(f"{out}: cannot hold the results: {what}") from None
     path = out / name
     data = (json.dumps(ident, indent=1, sort_keys=True) + "\n").encode()
     try:

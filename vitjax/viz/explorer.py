@@ -70,7 +70,7 @@ from vitjax.attribution.rollout import (
 from vitjax.checkpoints.load import head_is_zero
 from vitjax.data.images import load_image, preprocess
 from vitjax.data.labels import class_label
-from vitjax.errors import VitjaxWarning
+from vitjax.errors import NonFiniteError, VitjaxWarning
 from vitjax.io import write_atomic
 from vitjax.model.vit import ATTENTION
 from vitjax.version import __version__
@@ -619,13 +619,18 @@ def _logit_lens(model, params, images) -> Optional[Tuple[np.ndarray, np.ndarray]
     fn = getattr(_lens, "logit_lens", None)
     if fn is None:
         return None
+    bad: Tuple[int, ...] = ()
     try:
         out = fn(model, params, jnp.asarray(images))
+    except NonFiniteError as e:  # NaN/inf rows: images the run skips (no page row); the other rows are usable
+        out, bad = e.result, e.rows
     except (TypeError, ValueError) as e:
         warnings.warn(f"explorer: logit lens left out ({e})", VitjaxWarning, stacklevel=3)
         return None
     out = out.get("logits") if isinstance(out, Mapping) else (out[0] if isinstance(out, tuple) else out)
-    a = np.asarray(out if out is not None else np.zeros((0,)), np.float64)
+    a = np.array(out if out is not None else np.zeros((0,)), np.float64)
+    if bad and a.ndim == 3:
+        a[list(bad)] = 0.0  # never shown; zeros keep NumPy from warning about inf - inf below
     cfg = model.config
     if a.ndim != 3 or a.shape[1] != cfg.num_layers + 1 or a.shape[2] != cfg.num_classes:
         warnings.warn(f"explorer: logit lens left out (shape {a.shape}, expected [B, {cfg.num_layers + 1}, "

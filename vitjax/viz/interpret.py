@@ -23,6 +23,7 @@ from matplotlib.figure import Figure
 
 from vitjax.attribution.importance import head_importance
 from vitjax.attribution.lens import feature_lens, logit_lens
+from vitjax.errors import NonFiniteError
 from vitjax.viz.drawing import (
     ArrayLike,
     as_photo,
@@ -227,15 +228,25 @@ def analysis_arrays(model, params, images, *, kind: str, trained_head: bool, tar
     with a trained head; otherwise ``feature_lens [B, L+1]``. ``kind`` ``"importance"``:
     ``importance [B, L, H]`` (:func:`vitjax.head_importance`; with no trained head, by the features' cosine:
     an all-zero head is left out).
-    Padding rows (``valid`` False) are computed but meaningless.
+    Padding rows (``valid`` False) are computed but meaningless, and never checked.
+
+    Raises:
+      NonFiniteError: a valid row's lens or importance is not finite (NaN/inf); ``.result`` holds the
+        dict above (the other rows are usable), ``.what`` names the rows.
     """
-    del valid
     if kind == "lens":
-        if trained_head:
-            lens = logit_lens(model, params, images, target=target)
+        def arrays(lens):
+            if not trained_head:
+                return {"feature_lens": np.asarray(lens)}
             return {"lens_logits": np.asarray(lens["logits"]), "lens_maps": np.asarray(lens["maps"]),
                     "lens_target": np.asarray(lens["target"])}
-        return {"feature_lens": np.asarray(feature_lens(model, params, images))}
+
+        try:
+            if trained_head:
+                return arrays(logit_lens(model, params, images, target=target, valid=valid))
+            return arrays(feature_lens(model, params, images, valid=valid))
+        except NonFiniteError as e:
+            raise NonFiniteError(str(e), what=e.what, result=arrays(e.result)) from None
     if kind == "importance":
         if not trained_head and model.config.num_classes:  # an all-zero head: measure the features instead
             model = type(model)(model.config.replace(num_classes=None), model.dtype)

@@ -317,8 +317,16 @@ class Runner:
                        for r in set(bad) | set(e.what)}
             maps["class"] = np.asarray(cm)
         if self.analysis is not None:
-            maps.update(interpret.analysis_arrays(self.model, self.params, x, kind=self.analysis,
-                                                  trained_head=self.head == "trained", target=self.s.target))
+            try:
+                maps.update(interpret.analysis_arrays(self.model, self.params, x, kind=self.analysis,
+                                                      trained_head=self.head == "trained", target=self.s.target,
+                                                      valid=valid))
+            except NonFiniteError as e:  # NaN/inf in the lens: those rows get no figure, the others do
+                if not isinstance(e.result, dict):
+                    raise
+                maps.update(e.result)
+                bad = {r: bad.get(r, ()) + tuple(k for k in e.what.get(r, ()) if k not in bad.get(r, ()))
+                       for r in set(bad) | set(e.what)}
         if self.explorer is not None:  # the page's rows, quantised per batch on the device
             maps.update(self.explorer.pack_batch(out, class_map=maps.get("class"), images=x, model=self.model,
                                                  params=self.params))

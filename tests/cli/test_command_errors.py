@@ -1,0 +1,126 @@
+"""The commands' own one-line errors (issue #17, found by benchmarks/fuzz.py): a checkpoint path that is a FIFO, an
+``--out`` that is a file, the perturbation counts line, and what an out-of-memory line blames."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from vitjax.cli import common
+from vitjax.cli import evaluate as cli_evaluate
+from vitjax.cli import perturbation as cli_perturbation
+from vitjax.cli import visualize as cli_visualize
+from vitjax.evaluation import perturbation as perturbation_lib
+
+
+@pytest.fixture
+def photos(tmp_path):
+    root = tmp_path / "data"
+    rng = np.random.default_rng(0)
+    for cls in ("a", "b"):
+        (root / cls).mkdir(parents=True)
+        for i in range(2):
+            Image.fromarray(rng.integers(0, 255, (40, 50, 3), np.uint8)).save(root / cls / f"{i}.png")
+    return root
+
+
+def _one_line(err: str) -> str:
+    lines = [line for line in err.splitlines() if line.strip() and not line.startswith(("note: ", "warning: "))]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+def _commands(ckpt, photos, out):
+    return {
+        "visualize": (cli_visualize.main, ["--ckpt", str(ckpt), "--images", str(photos), "--out", str(out), "-q",
+                                           "--no-compile-cache"]),
+        "evaluate": (cli_evaluate.main, ["--ckpt", str(ckpt), "--data", str(photos), "--out", str(out),
+                                         "--no-progress"]),
+        "perturbation": (cli_perturbation.main, ["--ckpt", str(ckpt), "--data", str(photos), "--out", str(out),
+                                                 "--labels", "predicted"]),
+    }
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this platform")
+@pytest.mark.parametrize("command", ["visualize", "evaluate", "perturbation"])
+def test_a_checkpoint_path_that_is_a_fifo_is_named_for_what_it_is_by_every_command(command, photos, tmp_path,
+                                                                                    capsys):
+    """Before: visualize.py said "fifo.npz is neither an existing file nor a known checkpoint name" (it exists)."""
+    fifo = tmp_path / "fifo.npz"
+    os.mkfifo(fifo)
+    main, argv = _commands(fifo, photos, tmp_path / "out")[command]
+    assert main(argv) == 2
+    err = _one_line(capsys.readouterr().err)
+    assert f"{fifo}: is a FIFO, not a checkpoint file" in err and "neither an existing file" not in err, err
+
+
+@pytest.mark.parametrize("command", ["visualize", "evaluate", "perturbation"])
+def test_an_out_that_is_a_file_is_one_line_exit_2(command, tiny_checkpoint, photos, tmp_path, capsys):
+    """Before: evaluate.py said "[Errno 17] File exists: ..." (and only after loading the checkpoint)."""
+    out = tmp_path / "results.csv"
+    out.write_text("keep me\n")
+    main, argv = _commands(tiny_checkpoint, photos, out)[command]
+    assert main(argv) == 2
+    err = _one_line(capsys.readouterr().err)
+    assert f"--out: {out} is a file, not a folder" in err and "Errno" not in err, err
+    assert out.read_text() == "keep me\n"
+    main, argv = _commands(tiny_checkpoint, photos, out / "sub")[command]
+    assert main(argv) == 2
+    err = _one_line(capsys.readouterr().err)
+    assert f"{out} is a file, not a folder" in err and "Errno" not in err, err
+
+
+def test_the_perturbation_counts_line_says_how_many_of_how_many_were_scored(tiny_checkpoint, photos, tmp_path,
+                                                                            capsys, monkeypatch):
+    """Before: "2 images (2 failed)" for 2 scored of 4 (the total was nowhere)."""
+    def fake(*a, **kw):
+        return {"images": 2, "failed": [["a/0.png", "x"], ["b/1.png", "y"]], "clean_accuracy": 0.5,
+                "methods": {"rollout": {"negative": {"auc": 50.0}, "positive": {"auc": 40.0}}}}
+
+    monkeypatch.setattr(perturbation_lib, "run_perturbation", fake)
+    main, argv = _commands(tiny_checkpoint, photos, tmp_path / "out")["perturbation"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("2 of 4 images scored (2 failed), clean top-1 50.00 %"), out
+
+
+def _raise(error):
+    def boom(*a, **kw):
+        raise error
+
+    return boom
+
+
+def test_out_of_memory_blames_the_batch_only_when_a_smaller_one_could_help(tiny_checkpoint, photos, tmp_path,
+                                                                          capsys, monkeypatch):
+    """Before: every MemoryError, reading the checkpoint included, said "pass a smaller --batch-size"."""
+    main, argv = _commands(tiny_checkpoint, photos, tmp_path / "out")["evaluate"]
+    # while a batch is built (inside the runner's loop): the batch size is to blame
+    monkeypatch.setattr("vitjax.evaluation.runner.padded_batches", _raise(MemoryError()))
+    assert main(argv + ["--batch-size", "4"]) == 1
+    err = _one_line(capsys.readouterr().err)
+    assert "with batches of up to 4 images" in err and "--batch-size 2" in err, err
+    # ... but not at batch size 1
+    assert main(argv + ["--batch-size", "1"]) == 1
+    err = _one_line(capsys.readouterr().err)
+    assert "--batch-size" not in err and "at batch size 1" in err and "cannot help" in err, err
+    # reading the checkpoint: no batch exists yet
+    monkeypatch.setattr("vitjax.evaluation.localisation.load_checkpoint", _raise(MemoryError()))
+    assert main(argv + ["--batch-size", "4"]) == 1
+    err = _one_line(capsys.readouterr().err)
+    assert "--batch-size" not in err and "before any batch" in err, err
+    main, argv = _commands(tiny_checkpoint, photos, tmp_path / "out2")["visualize"]
+    monkeypatch.setattr(cli_visualize, "load_checkpoint", _raise(MemoryError()))
+    assert main(argv) == 1
+    err = _one_line(capsys.readouterr().err)
+    assert "--batch-size" not in err and "before any batch" in err, err
+
+
+def test_the_out_of_memory_line_without_an_error_keeps_its_batch_advice():
+    line = common.out_of_memory_line(8, (224, 224), None)
+    assert line.startswith("out of memory at batch size 8, image size 224x224") and "--batch-size 4" in line
+    neutral = common.out_of_memory_line(8, (224, 224), None, error=MemoryError())
+    assert "--batch-size" not in neutral and "\n" not in neutral
