@@ -45,6 +45,7 @@ def test_every_site_is_named_as_transformer_lens_with_its_shape():
     assert cache["pattern", 1] is cache["blocks.1.attn.hook_pattern"]
     assert cache["normalized", 0, "ln2"] is cache["blocks.0.ln2.hook_normalized"]
     assert cache["normalized"] is cache["ln_final.hook_normalized"]
+    assert cache["embed"] is cache["blocks.0.hook_resid_pre"]  # TransformerLens' hook_embed (its ViT bridge)
     assert cache.stack("resid_post").shape == (b, 2, n, d)
 
 
@@ -229,6 +230,8 @@ def test_bad_names_hooks_and_interventions_are_one_line_errors():
         (lambda: run_with_hooks(model, params, x, patch_from({"blocks.0.hook_resid_post": x})), "the patch has shape"),
         (lambda: H.scale_heads({0: 1}, [1.0, 2.0]), "factor must be a number"),
         (lambda: H.site_name("pattern"), "needs a layer"),
+        (lambda: H.site_name("scale", 0, "ln1"), "no activation 'scale' in vitjax"),  # TransformerLens has it
+        (lambda: H.site_name("mlp_in", 1), "no activation 'mlp_in'"),
     ]
     for fn, text in cases:
         with pytest.raises(ValueError, match=re.escape(text)) as e:

@@ -97,6 +97,8 @@ _ALIASES = {"attn": "pattern", "attn_logits": "attn_scores", "scores": "attn_sco
             "value": "v", "mlp_pre": "pre", "mlp_post": "post"}
 _ATTN = ("q", "k", "v", "z", "pattern", "attn_scores")
 _MLP = ("pre", "post")
+_SHORT = frozenset(_ATTN + _MLP + ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out", "normalized",
+                                  "pre_logits", "embed"))
 
 
 def site_name(name: str, layer: Optional[int] = None, layer_type: Optional[str] = None) -> str:
@@ -105,14 +107,21 @@ def site_name(name: str, layer: Optional[int] = None, layer_type: Optional[str] 
     ``name`` is a full site name (returned as is) or a short one: ``resid_pre``, ``resid_mid``,
     ``resid_post``, ``attn_out``, ``mlp_out``, ``q``, ``k``, ``v``, ``z``, ``attn_scores``, ``pattern``
     (alias ``attn``), ``pre``, ``post``, ``normalized`` (with ``layer_type`` ``"ln1"``/``"ln2"``, or no layer:
-    ``ln_final``), ``pre_logits``.
+    ``ln_final``), ``pre_logits``, ``embed`` (the embedded tokens with their position embedding,
+    ``blocks.0.hook_resid_pre``, as TransformerLens' ViT bridge's ``hook_embed``).
 
     Raises:
-      ValueError: a short name that needs a layer and has none, or an unknown layer type.
+      ValueError: a short name that needs a layer and has none, an unknown layer type, or a short name
+        with no vitjax site (e.g. ``scale``: LayerNorm scales are not recorded; ``mlp_in``).
     """
     if name.startswith(("blocks.", "ln_final.", "hook_")):
         return name
     name = _ALIASES.get(name, name)
+    if name not in _SHORT:
+        raise ValueError(f"no activation {name!r} in vitjax; short names: {', '.join(sorted(_SHORT))} "
+                         "(or a full site name, vitjax.attribution.hooks.site_names)")
+    if name == "embed":
+        return "blocks.0.hook_resid_pre"
     if name == "pre_logits":
         return "hook_pre_logits"
     if name == "normalized":
