@@ -77,5 +77,5 @@ def test_existing_file_needs_overwrite_and_wrong_suffix_is_refused(tmp_path, cap
 def test_python_dash_m_entry_point(tmp_path):
     out = tmp_path / "m.npz"
     done = subprocess.run([sys.executable, "-m", "vitjax.cli.synthetic", "--variant", "testing", "--out", str(out)],
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=600)
     assert done.returncode == 0 and f"wrote {out}" in done.stdout and out.is_file()  # it printed nothing before

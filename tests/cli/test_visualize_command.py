@@ -774,7 +774,7 @@ def test_usage_errors_and_image_size_come_from_the_shared_cli_helpers(tiny_check
 def test_script_help_subprocess():
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
     done = subprocess.run([sys.executable, str(REPO / "scripts" / "visualize.py"), "--help"], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     for option in ("--ckpt", "--images", "--caltech101", "--per-class", "--method", "--overlay", "--save-maps",
                    "--no-compile-cache", "examples:", "exit status"):
