@@ -48,7 +48,13 @@ def test_figures_draw_the_arrays():
 
 @pytest.mark.parametrize("method", ["lens", "head-importance"])
 @pytest.mark.parametrize("head", [True, False], ids=["classifier", "headless"])
-def test_visualize_lens_and_head_importance(make_checkpoint, tmp_path, capsys, method, head):
+def test_visualize_lens_and_head_importance(make_checkpoint, tmp_path, capsys, monkeypatch, method, head):
+    footers = []
+    for name in ("importance_figure", "lens_figure", "feature_lens_figure"):
+        def spy(*a, _draw=getattr(interpret, name), **kw):
+            footers.append(kw.get("footer"))
+            return _draw(*a, **kw)
+        monkeypatch.setattr(interpret, name, spy)
     ckpt = make_checkpoint("testing", num_layers=2, **({} if head else {"num_classes": None}))
     images = [_photo(tmp_path / "a.png"), _photo(tmp_path / "b.png", (30, 50))]
     code = cli.main(["--ckpt", str(ckpt), "--out", str(tmp_path / "out"), "--no-compile-cache", "--run-name", "r",
@@ -61,6 +67,11 @@ def test_visualize_lens_and_head_importance(make_checkpoint, tmp_path, capsys, m
     assert ("head-importance-run.png" in names) == (method == "head-importance")
     assert not any(n.startswith("grid-") for n in names)  # no map grid for these kinds
     assert "predictions.tsv" in names
+    # each footer says what was computed, for this model, never rollout options that do not apply
+    assert footers and all("rollout" not in f and "random weights" in f for f in footers)
+    want = {("lens", True): "logit lens", ("lens", False): "feature lens",
+            ("head-importance", True): "target logit's change", ("head-importance", False): "features' cosine"}
+    assert all(want[method, head] in f for f in footers), footers
 
 
 def test_a_one_image_run_without_summaries_still_writes_the_run_importance(make_checkpoint, tmp_path, capsys):

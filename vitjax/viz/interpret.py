@@ -35,6 +35,7 @@ from vitjax.viz.drawing import (
     overlay,
     probability_text,
     shorten,
+    wrap,
 )
 
 __all__ = ["analysis_arrays", "feature_lens_figure", "importance_figure", "lens_figure", "softmax"]
@@ -59,8 +60,8 @@ def _footer(fig: Figure, text: Optional[str]) -> None:
     if text:
         fw, _ = fig.get_size_inches()
         _, fh = fig.get_size_inches()
-        fig.text(0.1 / fw, 0.08 / fh, shorten(text, int(fw * 72 / (0.55 * 7))), ha="left", va="bottom", fontsize=7,
-                 color="#444444")
+        fig.text(0.1 / fw, 0.08 / fh, wrap(text, int((fw - 0.2) * 72 / (0.55 * 7)), 3), ha="left", va="bottom",
+                 fontsize=7, color="#444444")  # up to 3 lines: the settings are never cut on a narrow figure
 
 
 def _title(fig: Figure, title: Optional[str], banner: Optional[str] = None) -> None:

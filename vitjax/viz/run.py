@@ -103,6 +103,17 @@ def make_run_dir(out, run_name: Optional[str] = None, overwrite: bool = False) -
 # --------------------------------------------------------------------------- the run
 
 
+# what the --method lens / head-importance figures show, for their footers (no rollout option applies);
+# keyed by (method, the model has a trained head)
+_ANALYSIS = {("lens", True): "logit lens: each depth's tokens read through the final LayerNorm and the head",
+             ("lens", False): "feature lens: each depth's class token through the final LayerNorm, its cosine to "
+                              "the final features",
+             ("head-importance", True): "head importance: each head's output (hook_z) zeroed alone, all "
+                                        "L\u00d7H ablations; the target logit's change from the clean run",
+             ("head-importance", False): "head importance: each head's output (hook_z) zeroed alone, all "
+                                         "L\u00d7H ablations; the features' cosine to the clean run's, minus 1"}
+
+
 @dataclass(frozen=True)
 class RunSettings:
     """Everything a run needs besides the model, the images and the folder (the CLI's options).
@@ -271,7 +282,8 @@ class Runner:
                                          "heads": [("head maps", "heads")],
                                          "rollout": [("rollout", "rollout")]}.get(
                                              s.method, [("rollout", "rollout"), (s.method, s.method)])),
-                        "analysis": footer((s.method, s.method))}
+                        "analysis": " \u00b7 ".join([footer(), _ANALYSIS.get((s.method, self.head == "trained"),
+                                                                               s.method)])}
         self.importance: List[np.ndarray] = []  # --method head-importance: each image's [L, H], for the run's figure
         self.style = dict(mode=s.mode, cmap=s.cmap, alpha=s.alpha, dpi=s.dpi,
                           banner=notes.RANDOM_BANNER if self.random else None)
