@@ -43,7 +43,8 @@ if workload == "class":
 else:
     out = vitjax.compute_maps(model, params, x, lean=workload == "lean")["rollout"]
 jax.block_until_ready(out)
-print(json.dumps({"seconds": time.perf_counter() - t, "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+print(json.dumps({"seconds": time.perf_counter() - t,
+                  "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
                   "estimate": estimate_bytes(model.config, batch, workload)}))
 """
 

@@ -1,4 +1,4 @@
-"""The lens and head-importance figures (vitjax.viz.interpret) and ``vitjax-visualize --method lens|head-importance``."""
+"""The lens and head-importance figures (vitjax.viz.interpret) and ``vitjax-visualize --method lens|...``."""
 
 from __future__ import annotations
 
@@ -50,11 +50,14 @@ def test_figures_draw_the_arrays():
 @pytest.mark.parametrize("head", [True, False], ids=["classifier", "headless"])
 def test_visualize_lens_and_head_importance(make_checkpoint, tmp_path, capsys, monkeypatch, method, head):
     footers = []
-    for name in ("importance_figure", "lens_figure", "feature_lens_figure"):
-        def spy(*a, _draw=getattr(interpret, name), **kw):
+    def spying(draw):
+        def spy(*a, **kw):
             footers.append(kw.get("footer"))
-            return _draw(*a, **kw)
-        monkeypatch.setattr(interpret, name, spy)
+            return draw(*a, **kw)
+        return spy
+
+    for name in ("importance_figure", "lens_figure", "feature_lens_figure"):
+        monkeypatch.setattr(interpret, name, spying(getattr(interpret, name)))
     ckpt = make_checkpoint("testing", num_layers=2, **({} if head else {"num_classes": None}))
     images = [_photo(tmp_path / "a.png"), _photo(tmp_path / "b.png", (30, 50))]
     code = cli.main(["--ckpt", str(ckpt), "--out", str(tmp_path / "out"), "--no-compile-cache", "--run-name", "r",
