@@ -19,6 +19,7 @@ from scipy.io import savemat
 from vitjax.cli import evaluate as cli_evaluate
 from vitjax.data.datasets import ImageRecord, caltech101
 from vitjax.evaluation import localisation as ev
+from vitjax.evaluation import report
 from vitjax.evaluation import runner
 
 REPO = Path(__file__).resolve().parents[2]
@@ -215,8 +216,11 @@ def test_without_annotations_only_distances(reference, ckpt, dataset, tmp_path, 
     assert json.loads((reference / "summary.json").read_text())["notes"] == []  # annotated: no note
 
 
-def test_flat_folder_is_one_unlabelled_group_with_a_note(ckpt, dataset, tmp_path, capsys):
+def test_flat_folder_is_one_unlabelled_group_with_a_note(ckpt, dataset, tmp_path, capsys, monkeypatch):
     """Images directly in ROOT, no class folders: accepted (distances need no label), and said so."""
+    titles = []
+    draw = report.distance_figure
+    monkeypatch.setattr(report, "distance_figure", lambda *a, **kw: titles.append(kw["title"]) or draw(*a, **kw))
     data = tmp_path / "flat"
     data.mkdir()
     for p in sorted((dataset / "101_ObjectCategories" / "Faces").glob("*.jpg")):
@@ -225,6 +229,8 @@ def test_flat_folder_is_one_unlabelled_group_with_a_note(ckpt, dataset, tmp_path
     assert f"note: {data}: no class folders; its 2 images form one unlabelled group\n" in capsys.readouterr().err
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert list(summary["per_class"]) == ["(no class)"] and summary["images"]["evaluated"] == 2
+    # a random checkpoint is called random: in the summary and the figure's title
+    assert summary["random_weights"] is True and len(titles) == 1 and "(random weights" in titles[0]
 
 
 def test_distance_figure_tells_every_head_apart():

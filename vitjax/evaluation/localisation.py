@@ -401,7 +401,8 @@ def evaluate_run(ckpt, data, out, *, batch_size, options, scale, workers, image_
     if jax.process_index() == 0:
         write_report(out, results, names=map_names(cfg.num_layers), num_layers=cfg.num_layers,
                      num_heads=cfg.num_heads, grid_size=grid_size, run=ident,
-                     skipped=[(_shown(p, root), why) for p, why in skipped])
+                     skipped=[(_shown(p, root), why) for p, why in skipped],
+                     random_weights=bool(getattr(cfg, "random_weights", False)))
     return out / "summary.json", results
 
 

@@ -121,7 +121,7 @@ def _csv(results: Sequence[Dict[str, Any]]) -> bytes:
 
 
 def write_report(out, results, *, names, num_layers: int, num_heads: int, grid_size, run: Dict,
-                 skipped: Sequence = ()) -> List[Path]:
+                 skipped: Sequence = (), random_weights: bool = False) -> List[Path]:
     """Writes ``images.csv``, ``summary.json``, ``metrics_vs_depth.png``, ``attention_distance.png`` to ``out``.
 
     ``metrics_vs_depth.png`` only when at least one image is annotated; otherwise
@@ -137,6 +137,8 @@ def write_report(out, results, *, names, num_layers: int, num_heads: int, grid_s
       run: the run's settings (checkpoint, data, options), copied into the summary.
       skipped: ``(path, reason)`` pairs the dataset listing left out
         (:attr:`vitjax.data.datasets.ImageList.skipped`), recorded as ``summary["skipped"]``.
+      random_weights: the checkpoint holds random weights (``ViTConfig.random_weights``): the summary
+        (``"random_weights": true``) and both figures' titles say so.
 
     ``summary["images"]`` counts ``total``, ``evaluated``, ``failed``, ``annotated`` (scored
     against an object) and ``invalid_annotations`` (an annotation file that cannot
@@ -162,6 +164,7 @@ def write_report(out, results, *, names, num_layers: int, num_heads: int, grid_s
     note = annotation_note(rows) if rows and not annotated else None
     summary = {
         "run": run,
+        "random_weights": bool(random_weights),
         "scoring_grid": list(grid_size),
         "images": {"total": len(results), "evaluated": len(rows), "failed": len(failures), "annotated": annotated,
                    "invalid_annotations": sum(1 for r in rows if _invalid(r))},
@@ -172,7 +175,8 @@ def write_report(out, results, *, names, num_layers: int, num_heads: int, grid_s
         "overall": summarize(rows, names, num_layers, num_heads),
         "per_class": {c: summarize(rs, names, num_layers, num_heads) for c, rs in classes.items()},
     }
-    title = f"{run.get('checkpoint')}: {len(rows)} images"
+    title = f"{run.get('checkpoint')}" + (" (random weights: the numbers mean nothing about images)"
+                                          if random_weights else "") + f": {len(rows)} images"
     paths = [out / "images.csv", out / "summary.json"]
     write_if_changed(paths[0], _csv(results))
     write_if_changed(paths[1], (json.dumps(summary, indent=1, allow_nan=False) + "\n").encode("utf-8"))
