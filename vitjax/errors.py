@@ -23,6 +23,7 @@ __all__ = [
     "VitjaxWarning",
     "one_line",
     "pickle_refusal",
+    "printable",
     "require_file",
 ]
 
@@ -88,6 +89,33 @@ def one_line(text: object) -> str:
     Error messages and skip reasons are printed and stored one per line.
     """
     return " ".join(str(text).split())
+
+
+#: Characters that end or break a printed line besides the ASCII controls (Python's str.splitlines splits at them).
+_LINE_BREAKS = {0x85: "\\x85", 0x2028: "\\u2028", 0x2029: "\\u2029"}
+_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def printable(text: object) -> str:
+    """``text`` with every control character escaped, so that it prints on one line and says what is there.
+
+    A file name may hold a newline (``"cl\\nass/bad.jpg"``): printed as it is, it would break a command's
+    one-line messages (and a collapsed space would name another file). Newline, carriage return and tab
+    become ``\\n``, ``\\r``, ``\\t``; other controls (C0, DEL, C1) ``\\xNN``; the Unicode line and
+    paragraph separators ``\\u2028``, ``\\u2029``. Everything else, spaces included, is kept.
+    """
+    out = []
+    for ch in str(text):
+        code = ord(ch)
+        if ch in _ESCAPES:
+            out.append(_ESCAPES[ch])
+        elif code in _LINE_BREAKS:
+            out.append(_LINE_BREAKS[code])
+        elif code < 0x20 or 0x7F <= code < 0xA0:
+            out.append(f"\\x{code:02x}")
+        else:
+            out.append(ch)
+    return "".join(out)
 
 
 def pickle_refusal(path: PathLike) -> str:

@@ -232,6 +232,9 @@ def test_bad_names_hooks_and_interventions_are_one_line_errors():
         (lambda: H.site_name("pattern"), "needs a layer"),
         (lambda: H.site_name("scale", 0, "ln1"), "no activation 'scale' in vitjax"),  # TransformerLens has it
         (lambda: H.site_name("mlp_in", 1), "no activation 'mlp_in'"),
+        (lambda: H.site_name("pattern", 1.9), "layer must be an integer >= 0"),  # was silently layer 1
+        (lambda: H.site_name("pattern", True), "layer must be an integer >= 0"),
+        (lambda: H.site_name("normalized", -1, "ln1"), "layer must be an integer >= 0 (0-based), got -1"),
     ]
     for fn, text in cases:
         with pytest.raises(ValueError, match=re.escape(text)) as e:

@@ -99,9 +99,15 @@ def test_chunks_fit_the_budget():
 def test_bad_settings_are_one_line_errors():
     model, params, x = _model(num_layers=1)
     for kw, text in ((dict(mode="max"), "mode must be"), (dict(budget=0), "budget must be"),
-                     (dict(budget=1.5), "budget must be"), (dict(target=9), "in \\[0, 6\\]")):
+                     (dict(budget=1.5), "budget must be"), (dict(target=9), "in \\[0, 6\\]"),
+                     (dict(target=10**20), "in \\[0, 6\\], got 100000000000000000000")):
         with pytest.raises(ValueError, match=text) as e:
             head_importance(model, params, x, **kw)
+        assert "\n" not in str(e.value)
+    # an empty batch, and a mean over one image (the image itself: nothing would be ablated)
+    for images, kw, text in ((x[:0], {}, "at least one image"), (x[:1], dict(mode="mean"), "needs at least 2 images")):
+        with pytest.raises(ValueError, match=text) as e:
+            head_importance(model, params, images, **kw)
         assert "\n" not in str(e.value)
     headless, p2, _ = _model(num_layers=1, num_classes=None)
     with pytest.raises(ValueError, match="target must be None"):

@@ -124,3 +124,85 @@ def test_the_out_of_memory_line_without_an_error_keeps_its_batch_advice():
     assert line.startswith("out of memory at batch size 8, image size 224x224") and "--batch-size 4" in line
     neutral = common.out_of_memory_line(8, (224, 224), None, error=MemoryError())
     assert "--batch-size" not in neutral and "\n" not in neutral
+
+
+# --------------------------------------------------------------------------- --out, --data and what is printed
+
+
+@pytest.mark.parametrize("command", ["visualize", "evaluate", "perturbation"])
+def test_an_out_inside_the_data_is_refused_before_anything_is_written(command, tiny_checkpoint, photos, tmp_path,
+                                                                      capsys):
+    """Before: ``--data good --out good/results`` ran; the next run read its own PNG as an image of class
+    'results'."""
+    (tmp_path / "link").symlink_to(photos)
+    for out, data in ((photos / "results", photos), (photos, photos), (photos / "r", tmp_path / "link")):
+        main, argv = _commands(tiny_checkpoint, data, out)[command]
+        assert main(argv) == 2
+        err = _one_line(capsys.readouterr().err)
+        flag = "--images" if command == "visualize" else "--data"
+        assert f"--out {out} is inside {flag} {data}: the run's own files would be read as images" in err, err
+    assert sorted(p.name for p in photos.iterdir()) == ["a", "b"]  # nothing written
+
+
+@pytest.mark.parametrize("command", ["visualize", "evaluate", "perturbation"])
+def test_an_empty_out_or_data_is_refused(command, tiny_checkpoint, photos, tmp_path, capsys, monkeypatch):
+    """Before: ``--out ""`` wrote the results into the current folder (and ``--data ""`` read it)."""
+    monkeypatch.chdir(tmp_path)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    for out, data, flag in (("", photos, "--out"), (tmp_path / "out", "", None)):
+        main, argv = _commands(tiny_checkpoint, data, out)[command]
+        assert main(argv) == 2
+        err = _one_line(capsys.readouterr().err)
+        flag = flag or ("--images" if command == "visualize" else "--data")
+        assert f"{flag}: an empty path ('')" in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+@pytest.mark.parametrize("extra", [["--sample", "2"], ["--per-class", "1"]])
+def test_a_negative_seed_is_refused_naming_seed(extra, tiny_checkpoint, photos, tmp_path, capsys):
+    """Before: ``evaluate.py: error: expected non-negative integer`` (NumPy's words, no argument named)."""
+    main, argv = _commands(tiny_checkpoint, photos, tmp_path / "out")["evaluate"]
+    with pytest.raises(SystemExit) as caught:
+        main([*argv, *extra, "--seed=-1"])
+    assert caught.value.code == 2
+    assert "argument --seed: expected an integer >= 0, got '-1'" in _one_line(capsys.readouterr().err)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("command", ["visualize", "evaluate", "perturbation"])
+def test_a_file_name_with_a_newline_stays_on_one_line(command, tiny_checkpoint, photos, tmp_path, capsys):
+    """Before: ``failed: cl⏎ass/bad⏎name.jpg: ...`` over three lines of stderr."""
+    bad = photos / "a" / "bad\nname.png"
+    bad.write_bytes(b"not an image")
+    main, argv = _commands(tiny_checkpoint, photos, tmp_path / "out")[command]
+    if command == "perturbation":  # the tiny model has one layer: the rollout cannot leave it out
+        argv = [*argv, "--rollout-start-layer", "0"]
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    lines = (captured.out + captured.err).splitlines()
+    assert not [line for line in lines if line.startswith(("name.png", "ame.png"))], lines
+    assert any("a/bad\\nname.png" in line for line in lines), lines
+
+
+@pytest.mark.parametrize("where", ["shards", "head_importance.json"])
+def test_a_results_folder_that_cannot_be_written_is_refused_before_computing(where, tiny_checkpoint, photos,
+                                                                            tmp_path, capsys):
+    """Before: ``[Errno 17] File exists: 'out/shards'`` / ``[Errno 21] Is a directory`` after the whole run."""
+    out = tmp_path / "out"
+    out.mkdir()
+    if where == "shards":
+        (out / where).write_text("x\n")
+    else:
+        (out / where).mkdir()
+    main, argv = _commands(tiny_checkpoint, photos, out)["evaluate"]
+    assert main([*argv, "--method", "head-importance"]) == 2
+    err = _one_line(capsys.readouterr().err)
+    assert str(out / where) in err and "Errno" not in err, err
+    assert sorted(p.name for p in out.iterdir()) == [where]  # nothing computed, nothing written
+
+
+def test_printable_escapes_every_control_character():
+    from vitjax.errors import printable
+
+    assert printable("a\nb\rc\td\x1be\x7ff\x85g\u2028h é") == "a\\nb\\rc\\td\\x1be\\x7ff\\x85g\\u2028h é"
+    assert len(common.shown("x\ny\n").splitlines()) == 1

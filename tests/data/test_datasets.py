@@ -703,3 +703,26 @@ def test_annotations_stored_as_any_real_matlab_class_still_load(tmp_path):
         assert box.dtype == contour.dtype == np.float64
         np.testing.assert_array_equal(box, BOX)
         np.testing.assert_array_equal(contour[:, 0], REL[0].astype(dtype) + BOX[2])
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, True, "3", None])
+def test_a_bad_seed_is_refused_naming_seed(bad):
+    """Before: -1 reached NumPy ("expected non-negative integer", no argument named); 1.5 was used as 1."""
+    records = _fake_records({"A": 3, "B": 3})
+    for kwargs in ({"sample": 2}, {"per_class": 1}, {}):
+        with pytest.raises(ValueError, match="^seed must be a non-negative integer, got"):
+            sample_records(records, seed=bad, **kwargs)
+    assert sample_records(records, sample=2, seed=np.int64(3)) == sample_records(records, sample=2, seed=3)
+
+
+def test_an_empty_path_is_refused_not_read_as_the_current_folder(tmp_path, monkeypatch):
+    """Before: ``--data ""`` (``Path("")``) read the current folder."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "a" / "x.png")
+    Image.new("RGB", (8, 8)).save(tmp_path / "b" / "y.png")
+    monkeypatch.chdir(tmp_path)
+    for call in (lambda: dataset_records(""), lambda: image_files([""]), lambda: gather_images([""]),
+                 lambda: gather_images(caltech101="")):
+        with pytest.raises(DatasetError, match="an empty path"):
+            call()

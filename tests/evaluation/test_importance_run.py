@@ -142,7 +142,7 @@ def _reference(ckpt, root: Path, mode: str, batch: int):
         float(np.abs(vitjax.predict(model, params, x)).max())
 
 
-@pytest.mark.parametrize("mode,batch", [("zero", 2), ("mean", 8)], ids=["zero-batches-of-2", "mean-one-batch"])
+@pytest.mark.parametrize("mode,batch", [("zero", 2), ("zero", 8)], ids=["batches-of-2", "one-batch"])
 def test_the_runs_mean_is_head_importance_averaged_over_the_images(ckpt, dataset, tmp_path, mode, batch):
     out = tmp_path / "run"
     path, results = ev.importance_run(ckpt, dataset, out, batch_size=batch, mode=mode, progress=False)
@@ -178,8 +178,23 @@ def test_a_rerun_reuses_every_row_and_rewrites_nothing(ckpt, dataset, tmp_path, 
     _, results = ev.importance_run(ckpt, dataset, out, batch_size=2, progress=False)
     assert results.new == 0 and len(results) == 5
     assert {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.iterdir() if p.is_file()} == files
-    with pytest.raises(ValueError, match="mode: \"zero\" there, \"mean\" here"):  # other settings: refused
-        ev.importance_run(ckpt, dataset, out, batch_size=2, mode="mean", progress=False)
+    with pytest.raises(ValueError, match="target: null there, 1 here"):  # other settings: refused
+        ev.importance_run(ckpt, dataset, out, batch_size=2, target=1, progress=False)
+
+
+def test_mean_ablation_is_refused_where_it_would_depend_on_the_batching(ckpt, dataset, tmp_path, capsys):
+    """A dataset run's batches depend on --batch-size and the memory: a mean over a batch is no setting."""
+    with pytest.raises(ValueError, match="mode 'mean' is not offered for a dataset run") as e:
+        ev.importance_run(ckpt, dataset, tmp_path / "run", batch_size=2, mode="mean", progress=False)
+    assert "\n" not in str(e.value) and not (tmp_path / "run").exists()
+    assert cli_evaluate.main(_argv(ckpt, dataset, tmp_path / "cli", "--mode", "mean")) == 2
+    assert "mode 'mean' is not offered" in _error_line(capsys.readouterr().err)
+    # the step (library) keeps the batch mean, but a batch with one image fails it: nothing would be ablated
+    model, params = vitjax.load_checkpoint(ckpt)
+    x = np.zeros((2, SIZE, SIZE, 3), np.float32)
+    batch = Batch(index=0, start=0, images=x, valid=np.array([True, False]), items=("a",), extras=(None,), failed=())
+    (row,) = importance_step(model, params, mode="mean")(batch)
+    assert row["status"] == "failed" and "batch of one image" in row["reason"]
 
 
 def test_a_forged_shard_row_is_refused_and_computed_again(ckpt, dataset, tmp_path):
@@ -257,7 +272,7 @@ def test_the_command_end_to_end_with_a_bad_image(ckpt, dataset, tmp_path, capsys
     real = ev.importance_figure
     monkeypatch.setattr(ev, "importance_figure", lambda *a, **kw: figures.append(real(*a, **kw)) or figures[-1])
     out = tmp_path / "run"
-    code = cli_evaluate.main(_argv(ckpt, data, out, "--mode", "mean"))
+    code = cli_evaluate.main(_argv(ckpt, data, out, "--mode", "zero"))
     captured = capsys.readouterr()
     assert code == 0, captured.err
     assert captured.out.strip() == f"6 new, 0 already done (6 in all, 1 failed); {out / 'head_importance.json'}"
@@ -271,7 +286,7 @@ def test_the_command_end_to_end_with_a_bad_image(ckpt, dataset, tmp_path, capsys
             assert re.fullmatch(r"[1-3]\.[1-2] [1-3]\.[1-2] [1-3]\.[1-2]", r["top_heads"]), r
             assert 0 <= int(r["target_class"]) < 1000  # the "testing" variant's head
     summary = json.loads((out / "head_importance.json").read_text())
-    assert summary["count"] == 5 and summary["failed"] == 1 and summary["run"]["mode"] == "mean"
+    assert summary["count"] == 5 and summary["failed"] == 1 and summary["run"]["mode"] == "zero"
     assert summary["failures"][0]["image"] == "dog/broken.jpg"
     assert (out / "head_importance.png").is_file()
     (fig,) = figures

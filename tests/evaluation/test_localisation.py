@@ -19,8 +19,7 @@ from scipy.io import savemat
 from vitjax.cli import evaluate as cli_evaluate
 from vitjax.data.datasets import ImageRecord, caltech101
 from vitjax.evaluation import localisation as ev
-from vitjax.evaluation import report
-from vitjax.evaluation import runner
+from vitjax.evaluation import report, runner
 
 REPO = Path(__file__).resolve().parents[2]
 # class folder -> images; annotation folders as in the distribution (renamed for four classes)

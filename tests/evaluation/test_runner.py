@@ -160,3 +160,69 @@ def test_evaluate_recomputes_a_shard_whose_metrics_were_forged_into_text(make_ch
     err = capsys.readouterr().err
     assert "Traceback" not in err and "damaged shard" in err, err
     assert (tmp_path / "out" / "summary.json").read_bytes() == clean
+
+
+# --------------------------------------------------------------------------- the results folder's own files
+
+
+def test_finished_shards_without_their_settings_file_are_refused_not_adopted(tmp_path):
+    """Before: with run.json deleted, claim_folder wrote this run's settings over the old shards and a
+    zero-mode run reported the mean-mode numbers already there ("0 new, 9 already done")."""
+    records = _photos(tmp_path / "data")
+    out = tmp_path / "out"
+    assert runner.claim_folder(out, "run.json", {"mode": "mean"}) is None
+    _run(records, tmp_path / "data", out)
+    (out / "run.json").unlink()
+    with pytest.raises(DatasetError) as caught:
+        runner.claim_folder(out, "run.json", {"mode": "zero"})
+    line = str(caught.value)
+    assert "\n" not in line and str(out) in line and "1 finished shard of unknown settings" in line, line
+    assert "run.json is missing" in line and "use another --out, or delete" in line, line
+    assert not (out / "run.json").exists()  # nothing adopted
+    # a folder without finished shards is anybody's
+    (out / "shards" / sorted(p.name for p in (out / "shards").glob("p*.json"))[0]).unlink()
+    assert runner.claim_folder(out, "run.json", {"mode": "zero"}) is None
+
+
+@pytest.mark.parametrize("where", ["shards-file", "report-folder", "settings-folder"])
+def test_a_results_folder_whose_layout_cannot_be_written_is_refused_before_anything_runs(tmp_path, where):
+    """Before: ``[Errno 17] File exists: 'out/shards'`` or ``[Errno 21] Is a directory: '...tmp' -> '...'``,
+    after the whole computation."""
+    out = tmp_path / "out"
+    out.mkdir()
+    blocked = {"shards-file": out / "shards", "report-folder": out / "summary.json",
+               "settings-folder": out / "run.json"}[where]
+    if where == "shards-file":
+        blocked.write_text("not a folder\n")
+    else:
+        blocked.mkdir()
+    with pytest.raises(DatasetError) as caught:
+        runner.claim_folder(out, "run.json", {"x": 1}, files=("summary.json",))
+    line = str(caught.value)
+    assert "\n" not in line and str(blocked) in line and "Errno" not in line, line
+    assert ("a file, not a folder" if where == "shards-file" else "a folder, where the run writes a file") in line
+    if where == "shards-file":  # the runner itself too, before the first batch
+        with pytest.raises(DatasetError, match="a file, not a folder of shards"):
+            _run(_photos(tmp_path / "data"), tmp_path / "data", out)
+
+
+def test_a_results_folder_inside_the_dataset_root_is_refused(tmp_path):
+    """Before: the run's own files (figures, shards) were listed as images on the next run."""
+    records = _photos(tmp_path / "data")
+    for out in (tmp_path / "data" / "results", tmp_path / "data"):
+        with pytest.raises(DatasetError, match="is inside data .*the run's own files would be read as images"):
+            _run(records, tmp_path / "data", out)
+    assert not (tmp_path / "data" / "results").exists()
+    (tmp_path / "link").symlink_to(tmp_path / "data")
+    with pytest.raises(DatasetError, match="is inside data"):
+        runner.check_outside(tmp_path / "link" / "out", tmp_path / "data")
+    runner.check_outside(tmp_path / "elsewhere", tmp_path / "data")  # fine
+    runner.check_outside(tmp_path, tmp_path / "data")  # the data inside the results folder: fine
+
+
+def test_claim_folder_refuses_an_empty_path(tmp_path, monkeypatch):
+    """Before: ``--out ""`` wrote run.json and shards/ into the current folder."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DatasetError, match="an empty path"):
+        runner.claim_folder("", "run.json", {"x": 1})
+    assert not list(tmp_path.iterdir())

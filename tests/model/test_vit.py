@@ -115,6 +115,12 @@ def test_forward_rejects_wrong_image_size(tiny_checkpoint):
         vitjax.forward(model, params, np.zeros((1, 200, 224, 3), np.float32))
     with pytest.raises(ValueError, match=r"\[B, H, W, 3\]"):
         vitjax.forward(model, params, np.zeros((224, 224, 3), np.float32))
+    # pixels not preprocessed (uint8 0..255), bool or complex: refused, never run as if they were floats
+    for dtype in (np.uint8, np.int32, bool, np.complex64):
+        with pytest.raises(ValueError, match=f"floating point, preprocessed .*got dtype {np.dtype(dtype)}"):
+            vitjax.forward(model, params, np.zeros((1, 224, 224, 3), dtype))
+    with pytest.raises(ValueError, match="an array \\[B, H, W, 3\\], got list"):
+        vitjax.forward(model, params, np.zeros((1, 224, 224, 3), np.float32).tolist())
 
 
 def test_bfloat16_compute_keeps_float32_probabilities(tiny_checkpoint):

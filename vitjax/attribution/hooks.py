@@ -129,11 +129,18 @@ def site_name(name: str, layer: Optional[int] = None, layer_type: Optional[str] 
             return "ln_final.hook_normalized"
         if layer_type not in ("ln1", "ln2"):
             raise ValueError(f"'normalized' of a block needs layer_type 'ln1' or 'ln2', got {layer_type!r}")
-        return f"blocks.{int(layer)}.{layer_type}.hook_normalized"
+        return f"blocks.{_layer(layer)}.{layer_type}.hook_normalized"
     if layer is None:
         raise ValueError(f"activation {name!r} needs a layer, e.g. ({name!r}, 0)")
     kind = "attn." if name in _ATTN else "mlp." if name in _MLP else ""
-    return f"blocks.{int(layer)}.{kind}hook_{name}"
+    return f"blocks.{_layer(layer)}.{kind}hook_{name}"
+
+
+def _layer(layer) -> int:
+    """A layer index as given to :func:`site_name`: an integer >= 0 (never a bool, a float or a string)."""
+    if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)) or layer < 0:
+        raise ValueError(f"layer must be an integer >= 0 (0-based), got {layer!r}")
+    return int(layer)
 
 
 class ActivationCache(dict):

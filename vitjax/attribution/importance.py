@@ -178,7 +178,8 @@ def head_importance(model: ViT, params, images, *, target=None, mode: str = "zer
       target: the class whose logit is measured: None (each image's predicted class), an int or an
         int array ``[B]``. Must be None for a model without a head.
       mode: ``"zero"`` (the head's output ``hook_z[..., h, :]`` set to 0) or ``"mean"`` (set to its
-        mean over the batch, per token position), as :func:`vitjax.ablate_heads`.
+        mean over the batch, per token position, as :func:`vitjax.ablate_heads`; at least 2 images, and
+        the numbers depend on which images share the batch).
       budget: bytes the ablations in flight may use (:func:`chunk_size`, :func:`ablation_bytes`);
         the clean cache ``2 L B N D x 4`` bytes and the parameters come on top.
 
@@ -191,7 +192,8 @@ def head_importance(model: ViT, params, images, *, target=None, mode: str = "zer
       (see the module docstring).
 
     Raises:
-      ValueError: bad images, mode, budget or target (a target for a headless model).
+      ValueError: bad images (an empty batch too), mode (``"mean"`` with one image), budget or target
+        (a target for a headless model).
       NonFiniteError (a ValueError): the clean output or the importance of a row is not finite
         (NaN/inf), naming the rows (``.result``: the ``[B, L, H]`` values).
     """
@@ -199,6 +201,11 @@ def head_importance(model: ViT, params, images, *, target=None, mode: str = "zer
     check_images(model, images)
     images = jnp.asarray(images)
     b = images.shape[0]
+    if b == 0:
+        raise ValueError("images must hold at least one image, got a batch of 0")
+    if mode == "mean" and b < 2:
+        raise ValueError("mode 'mean' needs at least 2 images: the mean over one image is the image itself, so "
+                         "nothing would be ablated (use mode 'zero', or a batch of several images)")
     targets = _targets(model, target, b)
     imp, _, finite = _importance(model, params, images, targets, jnp.ones((b,), jnp.float32), mode=mode,
                                  chunk=chunk_size(model.config, b, budget))

@@ -90,6 +90,8 @@ def target_classes(target, batch: int, num_classes: int) -> jnp.ndarray:
     if target is None:
         return jnp.full((batch,), -1, jnp.int32)
     arr = np.asarray(target)
+    if arr.dtype == object and arr.ndim == 0 and isinstance(target, int) and not isinstance(target, bool):
+        raise ValueError(f"target classes must be in [0, {num_classes - 1}], got {target}")  # beyond int64
     if arr.dtype == bool or not np.issubdtype(arr.dtype, np.integer):
         raise ValueError(f"target must be None, an int or an int array [B], got dtype {arr.dtype}")
     if arr.ndim == 0:

@@ -17,20 +17,27 @@ from typing import Iterator, Optional
 
 from vitjax.attribution.diagnostics import SINK_SHARE
 from vitjax.attribution.options import HEAD_FUSIONS, RolloutOptions
-from vitjax.errors import VitjaxWarning, one_line
+from vitjax.errors import VitjaxWarning, one_line, printable
 from vitjax.model import memory
 
-__all__ = ["OneLineParser", "UsageError", "add_memory_arguments", "add_rollout_arguments", "check_out_folder",
-           "checked", "in_a_batch",
+__all__ = ["OneLineParser", "UsageError", "add_memory_arguments", "add_rollout_arguments", "check_data_path",
+           "check_out_folder", "check_out_outside", "checked", "in_a_batch",
            "is_out_of_memory", "memory_size", "out_of_memory_line", "image_size_arg", "nonneg_int", "number",
-           "positive_int", "rollout_options", "terminal_warnings", "unit"]
+           "positive_int", "rollout_options", "shown", "terminal_warnings", "unit"]
+
+
+def shown(text: object) -> str:
+    """A message as the commands print it: one line, control characters escaped (:func:`vitjax.errors.printable`:
+    a newline in a file name shows as ``\\n``, never breaks the line), runs of spaces made one
+    (:func:`vitjax.errors.one_line`)."""
+    return one_line(printable(text))
 
 
 class OneLineParser(argparse.ArgumentParser):
     """An ``ArgumentParser`` whose usage errors are one line on stderr, exit status 2 (the usage is in ``--help``)."""
 
     def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {one_line(message)} (see {self.prog} --help)\n")
+        self.exit(2, f"{self.prog}: error: {shown(message)} (see {self.prog} --help)\n")
 
 
 def image_size_arg(text: str):
@@ -164,13 +171,15 @@ class UsageError(ValueError):
 
 
 def check_out_folder(path, flag: str = "--out") -> None:
-    """Refuses, before anything runs, an output folder that cannot be one: a path that exists and is no folder
-    (a file, a FIFO...), or one below a file.
+    """Refuses, before anything runs, an output folder that cannot be one: an empty path (it would be the
+    current folder), a path that exists and is no folder (a file, a FIFO...), or one below a file.
 
     Raises:
       UsageError: ``"--out: results.csv is a file, not a folder"`` (one line).
     """
     given = os.fspath(path)
+    if not given.strip():
+        raise UsageError(f"{flag}: an empty path ({given!r}); name a folder (. for the current one)")
     where = os.path.expanduser(given)
     if os.path.lexists(where) and not os.path.isdir(where):
         kind = "a file" if os.path.isfile(where) else "a broken link" if not os.path.exists(where) else \
@@ -181,6 +190,36 @@ def check_out_folder(path, flag: str = "--out") -> None:
         parent = os.path.dirname(parent)
     if os.path.lexists(parent) and not os.path.isdir(parent):
         raise UsageError(f"{flag}: {given} cannot be a folder: {parent} is a file, not a folder")
+
+
+def check_data_path(path, flag: str = "--data") -> None:
+    """Refuses an empty input path (``--data ""``), which would silently read the current folder.
+
+    Raises:
+      UsageError: ``"--data: an empty path ('')..."`` (one line).
+    """
+    given = os.fspath(path)
+    if not given.strip():
+        raise UsageError(f"{flag}: an empty path ({given!r}); name a folder (. for the current one)")
+
+
+def _real(path) -> str:
+    return os.path.realpath(os.path.abspath(os.path.expanduser(os.fspath(path))))
+
+
+def check_out_outside(out, data, out_flag: str = "--out", data_flag: str = "--data") -> None:
+    """Refuses an output folder inside (or equal to) an input folder, symlinks resolved: a rerun (or resume)
+    would list the run's own files (figures, shards) as images. An input folder inside the output folder is fine.
+
+    Raises:
+      UsageError: ``"--out X is inside --data Y: the run's own files would be read as images"`` (one line).
+    """
+    if data is None or not os.path.isdir(os.path.expanduser(os.fspath(data))):
+        return  # a file or a glob is not walked for images below the output folder
+    o, d = _real(out), _real(data)
+    if o == d or o.startswith(d.rstrip(os.sep) + os.sep):
+        raise UsageError(f"{out_flag} {os.fspath(out)} is inside {data_flag} {os.fspath(data)}: the run's own files "
+                         "would be read as images")
 
 
 def rollout_options(args) -> RolloutOptions:
@@ -206,7 +245,7 @@ def terminal_warnings(stream=None) -> Iterator[None]:
 
     def show(message, category, filename, lineno, file=None, line=None):
         if issubclass(category, VitjaxWarning):
-            print(f"warning: {one_line(message)}", file=stream or sys.stderr)
+            print(f"warning: {shown(message)}", file=stream or sys.stderr)
         else:
             original(message, category, filename, lineno, file, line)
 

@@ -21,24 +21,31 @@ from vitjax.cli.common import (
     OneLineParser,
     add_memory_arguments,
     add_rollout_arguments,
+    check_data_path,
     check_out_folder,
+    check_out_outside,
     image_size_arg,
     is_out_of_memory,
+    nonneg_int,
     out_of_memory_line,
     rollout_options,
+    shown,
     terminal_warnings,
 )
 from vitjax.data.datasets import positive_int
-from vitjax.errors import one_line
+from vitjax.errors import printable
 from vitjax.evaluation import localisation as _localisation
 from vitjax.evaluation.importance import importance_run
 from vitjax.evaluation.localisation import evaluate_run
-from vitjax.evaluation.runner import counts_line, interrupted_line
+from vitjax.evaluation.runner import check_layout, counts_line, interrupted_line
 
 __all__ = ["main"]
 
 #: The evaluators behind the command: ``--method``.
 METHODS = ("maps", "head-importance")
+#: The report files each evaluator writes into --out: checked up front (none may be a folder).
+_REPORTS = {"maps": _localisation.REPORTS,
+            "head-importance": ("head_importance.json", "head_importance.png", "images.csv")}
 #: Options of ``--method maps`` alone (head importance draws no map): refused with head-importance when changed.
 _MAPS_ONLY = ("scale", "head_fusion", "discard_ratio", "start_layer", "no_residual")
 
@@ -93,8 +100,9 @@ def _parser() -> argparse.ArgumentParser:
                         "head-importance: ablate each head alone and record the change of the target logit (or "
                         "of the features), its mean and spread per head (default: %(default)s)")
     p.add_argument("--mode", choices=MODES, default=None,
-                   help="--method head-importance: an ablated head's output is set to zero, or to its mean over "
-                        "the batch's images (default: zero)")
+                   help="--method head-importance: an ablated head's output is set to zero (default). 'mean' (its "
+                        "mean over a batch) is refused for a dataset run: the numbers would depend on how the "
+                        "images are batched; use vitjax.head_importance(..., mode='mean') on a batch you fix")
     p.add_argument("--target", type=int, default=None, metavar="CLASS",
                    help="--method head-importance: the class index whose logit is measured, for every image; "
                         "only for a model with a classification head (default: each image's predicted class)")
@@ -111,7 +119,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="evaluate K images per class, picked at random with --seed (default: every image)")
     p.add_argument("--sample", type=int, default=None, metavar="N",
                    help="evaluate N images in all, picked at random with --seed (default: every image)")
-    p.add_argument("--seed", type=int, default=0, metavar="S",
+    p.add_argument("--seed", type=nonneg_int, default=0, metavar="S",
                    help="seed of --per-class / --sample: the same seed picks the same images (default: %(default)s)")
     add_rollout_arguments(p.add_argument_group("rollout (the joint and cumulative maps)"))
     p.add_argument("--no-progress", action="store_true", help="no progress bar (notes and failures are still "
@@ -134,9 +142,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             _check_method_options(parser, args)
             options = rollout_options(args)
             check_out_folder(args.out)
+            check_data_path(args.data)
+            check_out_outside(args.out, args.data)
             for name in ("batch_size", "scale", "workers", "per_class", "sample"):
                 if getattr(args, name) is not None:
                     positive_int("--" + name.replace("_", "-"), getattr(args, name))
+            check_layout(args.out, ("run.json", *_REPORTS[args.method]))
             if args.method == "head-importance":
                 summary, results = importance_run(
                     args.ckpt, args.data, args.out, batch_size=args.batch_size, mode=args.mode or "zero",
@@ -150,7 +161,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                                 sample=args.sample, seed=args.seed, progress=not args.no_progress,
                                                 memory_budget=args.memory_budget, note=_note)
         except (ValueError, OSError) as e:
-            print(f"{parser.prog}: error: {one_line(e)}", file=sys.stderr)
+            print(f"{parser.prog}: error: {shown(e)}", file=sys.stderr)
             return 2
         except (RuntimeError, MemoryError) as e:
             if not is_out_of_memory(e):
@@ -160,15 +171,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return 1
         except KeyboardInterrupt:
             return interrupted(args.out)
-    print(f"{counts_line(results, results.new)}; {summary}")
+    print(f"{counts_line(results, results.new)}; {printable(summary)}")
     for r in results:
         if r["status"] == "failed":
-            print(f"failed: {r['image']}: {r['reason']}", file=sys.stderr)
+            print(f"failed: {printable(r['image'])}: {shown(r['reason'])}", file=sys.stderr)
     return 0
 
 
 def _note(line: str) -> None:
-    print(f"note: {line}", file=sys.stderr)
+    print(f"note: {shown(line)}", file=sys.stderr)
 
 
 def _check_method_options(parser: argparse.ArgumentParser, args) -> None:
@@ -191,7 +202,7 @@ def interrupted(out) -> int:
     main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main_thread else None  # no second traceback
     try:
-        print(interrupted_line(out), file=sys.stderr)
+        print(shown(interrupted_line(out)), file=sys.stderr)
     finally:
         if main_thread:
             signal.signal(signal.SIGINT, previous)

@@ -17,15 +17,19 @@ from vitjax.checkpoints.load import checkpoint_sha256, load_checkpoint
 from vitjax.cli.common import (
     OneLineParser,
     add_memory_arguments,
+    check_data_path,
     check_out_folder,
+    check_out_outside,
     is_out_of_memory,
     out_of_memory_line,
+    shown,
     terminal_warnings,
 )
 from vitjax.cli.evaluate import interrupted
 from vitjax.data.datasets import dataset_records, positive_int, sample_records, skipped_note
-from vitjax.errors import one_line, require_file
+from vitjax.errors import one_line, printable, require_file
 from vitjax.evaluation import perturbation
+from vitjax.evaluation.runner import check_layout
 
 __all__ = ["main"]
 
@@ -61,9 +65,12 @@ def _main(argv: Optional[Sequence[str]]) -> int:
     a = p.parse_args(argv)
     try:
         check_out_folder(a.out)
+        check_data_path(a.data)
+        check_out_outside(a.out, a.data)
         for name in ("batch_size", "sample", "workers"):
             if getattr(a, name) is not None:
                 positive_int("--" + name.replace("_", "-"), getattr(a, name))
+        check_layout(a.out, ("perturbation_run.json", *perturbation.REPORTS))
         labels: Any = a.labels if a.labels in ("dataset", "predicted") else _read_labels(a.labels)
         every = dataset_records(a.data)
         records = perturbation.relabel(sample_records(every, sample=a.sample), labels)
@@ -74,7 +81,7 @@ def _main(argv: Optional[Sequence[str]]) -> int:
         if getattr(every, "skipped", ()):  # kept with the results too: the data were not all read
             notes = [*notes, skipped_note(every.skipped, a.data)]
         for text in notes:
-            print(f"warning: {text}", file=sys.stderr)
+            print(f"warning: {shown(text)}", file=sys.stderr)
         methods = [m.strip() for m in a.methods.split(",") if m.strip()]
         options = {"rollout": RolloutOptions(start_layer=a.rollout_start_layer)}
         res = perturbation.run_perturbation(model, params, records, a.out, root=Path(a.data).expanduser(),
@@ -85,7 +92,7 @@ def _main(argv: Optional[Sequence[str]]) -> int:
                                settings={"checkpoint": str(a.ckpt), "checkpoint_sha256": checkpoint_sha256(ckpt),
                                          "labels": a.labels, "sample": a.sample})
     except (ValueError, OSError) as e:
-        print(f"error: {one_line(e)}", file=sys.stderr)
+        print(f"error: {shown(e)}", file=sys.stderr)
         return 2
     except (RuntimeError, MemoryError) as e:
         if not is_out_of_memory(e):
@@ -101,7 +108,7 @@ def _main(argv: Optional[Sequence[str]]) -> int:
     for m, orders in res["methods"].items():
         print(f"  {m:18s} negative {orders['negative']['auc']:6.2f}   positive {orders['positive']['auc']:6.2f}")
     for image, reason in res["failed"]:
-        print(f"failed: {image}: {reason}", file=sys.stderr)
+        print(f"failed: {printable(image)}: {shown(reason)}", file=sys.stderr)
     return 0
 
 

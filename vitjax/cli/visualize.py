@@ -22,6 +22,7 @@ unknown checkpoint name, bad label file), reported on one line of stderr.
 from __future__ import annotations
 
 import argparse
+import glob
 import os
 import sys
 from pathlib import Path
@@ -41,7 +42,9 @@ from vitjax.cli.common import (
     UsageError,
     add_memory_arguments,
     add_rollout_arguments,
+    check_data_path,
     check_out_folder,
+    check_out_outside,
     checked,
     image_size_arg,
     is_out_of_memory,
@@ -49,13 +52,14 @@ from vitjax.cli.common import (
     out_of_memory_line,
     positive_int,
     rollout_options,
+    shown,
     terminal_warnings,
     unit,
 )
 from vitjax.data.datasets import gather_images
 from vitjax.data.images import RESIZE_METHODS
 from vitjax.data.labels import NO_HEAD, class_names
-from vitjax.errors import one_line
+from vitjax.errors import printable
 from vitjax.model.config import MATMUL_PRECISIONS
 from vitjax.model.memory import default_budget, estimate_bytes, format_bytes, plan_batch_size
 from vitjax.version import __version__
@@ -349,6 +353,7 @@ def _run(args, prog: str) -> int:
     try:
         colour_map(args.cmap)
         check_out_folder(args.out)
+        _check_inputs(args)
         items = gather_images(args.images, caltech101=args.caltech101,
                                         include_background=args.include_background, per_class=args.per_class,
                                         sample=args.sample, seed=args.seed)  # before a download: typos are cheap
@@ -386,7 +391,7 @@ def _run(args, prog: str) -> int:
             overwrite=args.overwrite, progress=not args.quiet, html=page)
         run_dir = make_run_dir(args.out, args.run_name, args.overwrite)
     except (ValueError, FileExistsError) as e:  # CheckpointError, DownloadError, DatasetError, UsageError
-        print(f"{prog}: error: {one_line(e)}", file=sys.stderr)
+        print(f"{prog}: error: {shown(e)}", file=sys.stderr)
         return 2
     except (RuntimeError, MemoryError) as e:  # reading the checkpoint or the images ran out: no batch to blame
         if not is_out_of_memory(e):
@@ -396,7 +401,7 @@ def _run(args, prog: str) -> int:
         return 1
 
     gh, gw = cfg.grid
-    info(f"checkpoint: {ckpt} ({cfg.num_layers} layers x {cfg.num_heads} heads, "
+    info(f"checkpoint: {printable(ckpt)} ({cfg.num_layers} layers x {cfg.num_heads} heads, "
          f"{cfg.image_size[0]}x{cfg.image_size[1]} px, grid {gh}x{gw}, "
          f"{'no head' if cfg.num_classes is None else f'{cfg.num_classes} classes'}"
          f"{'' if names is not None or cfg.num_classes is None else ', names: class indices'}; "
@@ -409,11 +414,11 @@ def _run(args, prog: str) -> int:
         result = run(model, params, items, run_dir, settings)
     except ValueError as e:  # a method the model cannot serve (e.g. a class map without a trained head)
         _remove_if_empty(run_dir)
-        print(f"{prog}: error: {one_line(e)}", file=sys.stderr)
+        print(f"{prog}: error: {shown(e)}", file=sys.stderr)
         return 2
     except OSError as e:
         _remove_if_empty(run_dir)
-        print(f"{prog}: error: cannot write outputs ({one_line(e)})", file=sys.stderr)
+        print(f"{prog}: error: cannot write outputs ({shown(e)})", file=sys.stderr)
         return 1
     except (RuntimeError, MemoryError) as e:  # an allocation failed although the estimate fitted: say what to pass
         if not is_out_of_memory(e):
@@ -427,17 +432,32 @@ def _run(args, prog: str) -> int:
     if skipped:
         print(f"warning: {len(skipped)} of {len(items)} image(s) skipped:", file=sys.stderr)
         for item, why in skipped:
-            print(f"  {item.path}: {why}", file=sys.stderr)
+            print(f"  {printable(item.path)}: {shown(why)}", file=sys.stderr)
     info(f"images: {len(done)} processed, {len(skipped)} skipped")
     if not done:
         print("error: no image could be processed; nothing written", file=sys.stderr)
         return 1
     if result.maps_file is not None:
-        print(f"maps: {result.maps_file} (read with vitjax.io.load_maps)")
-    print(f"wrote {result.figures} figure(s) for {len(done)} image(s) to {run_dir}{os.sep}")
+        print(f"maps: {printable(result.maps_file)} (read with vitjax.io.load_maps)")
+    print(f"wrote {result.figures} figure(s) for {len(done)} image(s) to {printable(run_dir)}{os.sep}")
     for html_file in (p for p in result.written if p.name == "explorer.html"):
-        print(f"explorer: {html_file} (open it in a browser)")
+        print(f"explorer: {printable(html_file)} (open it in a browser)")
     return 1 if (skipped and args.strict) else 0
+
+
+def _check_inputs(args) -> None:
+    """``--images`` / ``--caltech101``: no empty path (the current folder, read by mistake), and ``--out`` inside
+    none of the folders read (given, or matched by a pattern): a later run would read this run's figures as
+    photos. Raises UsageError (one line)."""
+    if args.caltech101 is not None:
+        check_data_path(args.caltech101, "--caltech101")
+        check_out_outside(args.out, args.caltech101, data_flag="--caltech101")
+    for item in args.images or ():
+        check_data_path(item, "--images")
+        text = os.path.expanduser(item)
+        folders = [item] if os.path.isdir(text) else [p for p in glob.glob(text, recursive=True) if os.path.isdir(p)]
+        for folder in folders:
+            check_out_outside(args.out, folder, data_flag="--images")
 
 
 def _remove_if_empty(folder: Path) -> None:

@@ -51,6 +51,7 @@ __all__ = [
     "dataset_records",
     "sample_records",
     "positive_int",
+    "seed_int",
     "load_annotation",
     "annotation_mask",
     "box_mask",
@@ -316,7 +317,7 @@ def image_files(inputs: Sequence[PathLike]) -> List[Path]:
 
     exts = " ".join(sorted(IMAGE_EXTENSIONS))
     for item in inputs:
-        text = os.path.expanduser(os.fspath(item))
+        text = os.path.expanduser(_non_empty(item, "an image path"))
         path = Path(text)
         if path.is_dir():
             found = _folder_images(path, skipped)
@@ -489,6 +490,14 @@ def class_folders(root: PathLike) -> List[ImageRecord]:
     return _image_list(records, walk.skipped)
 
 
+def _non_empty(path: PathLike, what: str) -> str:
+    """``path`` as a string; DatasetError when it is empty (``Path("")`` is the current folder, read by mistake)."""
+    text = os.fspath(path)
+    if not text.strip():
+        raise DatasetError(f"{what}: an empty path ({text!r}); name a folder (. for the current one)")
+    return text
+
+
 def dataset_records(root: PathLike) -> List[ImageRecord]:
     """The images of a dataset root: Caltech101 if it looks like one, else a folder of class folders.
 
@@ -497,9 +506,10 @@ def dataset_records(root: PathLike) -> List[ImageRecord]:
     Returns their :class:`ImageList` (``.skipped``: what the walk left out, and why).
 
     Raises:
-      DatasetError: no such folder, or no images (one line naming it).
+      DatasetError: an empty path (it would be the current folder), no such folder, or no images
+        (one line naming it).
     """
-    base = Path(os.path.expanduser(os.fspath(root)))
+    base = Path(os.path.expanduser(_non_empty(root, "the dataset root")))
     try:
         _caltech_folders(base)
     except DatasetError:
@@ -520,6 +530,20 @@ def positive_int(name: str, value) -> int:
         raise ValueError(f"{name} must be a positive integer, got {value!r}") from None
     if n < 1:
         raise ValueError(f"{name} must be a positive integer, got {n}")
+    return n
+
+
+def seed_int(name: str, value) -> int:
+    """``value`` as an int >= 0 (a random seed); ValueError naming ``name`` otherwise (bools, floats such as
+    1.5 and negative numbers, which NumPy refuses without naming anything, are refused)."""
+    if isinstance(value, bool):
+        raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+    try:
+        n = operator.index(value)
+    except TypeError:
+        raise ValueError(f"{name} must be a non-negative integer, got {value!r}") from None
+    if n < 0:
+        raise ValueError(f"{name} must be a non-negative integer, got {n}")
     return n
 
 
@@ -552,11 +576,12 @@ def sample_records(
       ``list[ImageRecord]``.
 
     Raises:
-      ValueError: ``per_class`` or ``sample`` not a positive integer (message
-        names the argument), or both given.
+      ValueError: ``per_class`` or ``sample`` not a positive integer, ``seed`` not a
+        non-negative integer (message names the argument), or both given.
     """
     if per_class is not None and sample is not None:
         raise ValueError("give per_class or sample, not both")
+    seed = seed_int("seed", seed)
     records = list(records)
     if per_class is not None:
         k = positive_int("per_class", per_class)
@@ -566,7 +591,7 @@ def sample_records(
         out: List[ImageRecord] = []
         for (label, name), members in groups.items():
             tag = zlib.crc32(f"{label}:{name}".encode())
-            rng = np.random.default_rng([int(seed), tag])
+            rng = np.random.default_rng([seed, tag])
             if len(members) > k:
                 members = [members[i] for i in rng.choice(len(members), size=k, replace=False)]
             out.extend(sorted(members, key=lambda r: r.path))
@@ -575,7 +600,7 @@ def sample_records(
         n = positive_int("sample", sample)
         if n >= len(records):
             return records
-        rng = np.random.default_rng(int(seed))
+        rng = np.random.default_rng(seed)
         keep = np.sort(rng.choice(len(records), size=n, replace=False))
         return [records[i] for i in keep]
     return records
@@ -882,6 +907,7 @@ def gather_images(images: Optional[Sequence] = None, *, caltech101=None, include
         tree that is not Caltech101, or ``include_background`` without ``caltech101``.
     """
     if caltech101 is not None:
+        _non_empty(caltech101, "the Caltech101 root")
         try:
             records = _read_caltech101(caltech101, include_background=include_background)
         except DatasetError as e:

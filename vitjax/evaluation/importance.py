@@ -69,6 +69,7 @@ QUANTITIES = {"logits": "target logit change", "features": "feature cosine - 1"}
 _MEANINGS = {"logits": "ablated - clean logit of the target class; negative: the head supports the class",
              "features": "cosine(ablated, clean features) - 1, <= 0; the more negative, the more the features "
                          "depend on the head"}
+_CELL_TEXT_HEADS = 16  # up to this many heads per layer the figure prints each cell's mean (and std)
 _CSV_COLUMNS = ("image", "class", "label", "status", "reason", "target_class", "top_heads")
 
 
@@ -101,7 +102,8 @@ def importance_step(model: ViT, params, *, target=None, mode: str = "zero", budg
     ``step(batch) -> [{"head_importance": [[float] * H] * L, "target_class": int}, ...]`` for the
     batch's valid rows (``[L][H]`` float32 values of :func:`vitjax.head_importance`, layers and
     heads 0-based; ``target_class`` -1 for a headless model). ``mode="mean"`` takes the mean over
-    the valid rows only (padding rows are zeros). Aggregate the rows with
+    the batch's valid rows only (padding rows are zeros), so its numbers depend on the batching; a
+    batch with one valid row fails that row (its mean is itself). Aggregate the rows with
     :func:`aggregate_importance`. An image whose clean output or importance is not finite
     (NaN/inf) is never a number in the table: its row is ``{"status": "failed", "reason": ...}``
     (:func:`vitjax.model.forward.non_finite_reason`, naming ``checkpoint``). ``step.schema``
@@ -134,9 +136,13 @@ def importance_step(model: ViT, params, *, target=None, mode: str = "zero", budg
         imp, classes = np.asarray(imp), np.asarray(classes)
         flags = {k: np.asarray(v, bool) for k, v in finite.items()}
         rows: List[Row] = []
+        alone = mode == "mean" and len(batch.rows) < 2  # the mean of one image is that image: nothing ablated
         for r in batch.rows:
             bad = [k for k, f in flags.items() if not f[r]]
-            if bad:  # never a number in a table: the image fails, with the reason
+            if alone:
+                rows.append({"status": "failed", "reason": "mean ablation in a batch of one image: the mean is the "
+                                                           "image itself, nothing would be ablated"})
+            elif bad:  # never a number in a table: the image fails, with the reason
                 rows.append({"status": "failed", "reason": non_finite_reason(bad, checkpoint)})
             else:
                 rows.append({"head_importance": imp[r].tolist(), "target_class": int(classes[r])})
@@ -245,7 +251,8 @@ def importance_run(ckpt, data, out, *, batch_size: int = 32, mode: str = "zero",
         ``memory_budget`` asks for it (:func:`vitjax.model.memory.plan_batch_size`, workload
         ``"importance"``: the clean cache, one ablation per image and the ablations' budget), never
         more than the images.
-      mode: ``"zero"`` or ``"mean"`` (the head's output replaced by its mean over the batch's images).
+      mode: ``"zero"`` (each head's output ``hook_z`` set to 0). ``"mean"`` is refused: a mean over a
+        batch depends on the batching, so a run's numbers would depend on ``batch_size`` and the memory.
       target: the class whose logit is measured, an index of the head; None: each image's predicted
         class. Only for a model with a trained head.
       budget: bytes the ablations in flight may use (:func:`vitjax.attribution.importance.chunk_size`);
@@ -271,6 +278,10 @@ def importance_run(ckpt, data, out, *, batch_size: int = 32, mode: str = "zero",
         if value is not None:
             positive_int(name, value)
     _check_settings(mode, 1 if budget is None else budget)
+    if mode == "mean":
+        raise ValueError("mode 'mean' is not offered for a dataset run: the mean over a batch depends on how the "
+                         "images are batched (--batch-size, the memory budget, the last batch's size); use mode "
+                         "'zero', or vitjax.head_importance(..., mode='mean') on a batch you fix")
     if target is not None and (isinstance(target, bool) or not isinstance(target, (int, np.integer))):
         raise ValueError(f"target must be a class index (an integer), got {target!r}")
     out, root = Path(out), Path(os.path.expanduser(os.fspath(data)))
@@ -409,7 +420,7 @@ def write_importance_report(out, results: Sequence[Mapping[str, Any]], *, run: M
     agg = aggregate_importance(values)
     fig = importance_figure(agg["mean"] if agg["count"] else None, agg["std"] if agg["count"] > 1 else None,
                             quantity=_colour_label(kind, run.get("target")),
-                            title=_title(run, agg["count"], kind, random_weights),
+                            title=_title(run, agg["count"], kind, random_weights, num_heads),
                             random_weights=random_weights)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})
@@ -425,10 +436,11 @@ def _colour_label(kind: str, target) -> str:
             + ": ablated \u2212 clean")
 
 
-def _title(run: Mapping[str, Any], count: int, kind: str, random_weights: bool) -> str:
+def _title(run: Mapping[str, Any], count: int, kind: str, random_weights: bool, num_heads: int) -> str:
     size = run.get("image_size")
     at = f" at {size[0]}\u00d7{size[1]} px" if isinstance(size, (list, tuple)) and len(size) == 2 else ""
-    spread = " (\u00b1\u00a0std)" if count > 1 else ""  # a no-break space: never wrapped apart
+    shown = count > 1 and num_heads <= _CELL_TEXT_HEADS  # the std is printed in the cells
+    spread = " (\u00b1\u00a0std)" if shown else ""  # a no-break space: never wrapped apart
     what = "target logit change" if kind == "logits" else "feature cosine \u2212 1"
     how = "its mean over the batch" if run.get("mode") == "mean" else "zero"
     name = f"{run.get('checkpoint')}" + (" (random weights)" if random_weights else "")
@@ -461,7 +473,7 @@ def importance_figure(mean: Optional[np.ndarray], std: Optional[np.ndarray] = No
         weights (the numbers mean nothing about the images).
 
     Returns:
-      a ``matplotlib.figure.Figure`` (no pyplot state). Cell text only up to 16 heads per layer.
+      a ``matplotlib.figure.Figure`` (no pyplot state). Cell text only up to ``_CELL_TEXT_HEADS`` (16) heads per layer.
     """
     import textwrap
 
@@ -480,7 +492,7 @@ def importance_figure(mean: Optional[np.ndarray], std: Optional[np.ndarray] = No
         return fig
     t = np.asarray(mean, np.float64)
     L, H = t.shape
-    cell = 0.55 if H <= 16 else 0.3
+    cell = 0.55 if H <= _CELL_TEXT_HEADS else 0.3
     fig = Figure(figsize=(max(6.0, 1.6 + H * cell + 1.6), 1.9 + L * cell + 0.15 * wrapped.count("\n")),
                  layout="constrained")
     ax = fig.subplots()
@@ -495,7 +507,7 @@ def importance_figure(mean: Optional[np.ndarray], std: Optional[np.ndarray] = No
     ax.set_yticks(np.arange(L), [str(layer + 1) for layer in range(L)], fontsize=7)
     ax.set_xlabel("head")
     ax.set_ylabel("layer")
-    if H <= 16:
+    if H <= _CELL_TEXT_HEADS:
         s = None if std is None else np.asarray(std, np.float64)
         size = 8 if H <= 8 else 6
         for i in range(L):
@@ -505,6 +517,7 @@ def importance_figure(mean: Optional[np.ndarray], std: Optional[np.ndarray] = No
                         color="white" if abs(t[i, j]) > 0.6 * bound else "black")
     bar = fig.colorbar(im, ax=ax, fraction=0.05, pad=0.02)
     bar.ax.tick_params(labelsize=7)
-    bar.set_label(quantity, fontsize=8)
+    # the label wrapped to the bar's height (a 1-layer map is ~2 inches tall: one line would be cut)
+    bar.set_label(textwrap.fill(quantity, max(16, int((0.9 + L * cell) * 72 / (0.55 * 8)))), fontsize=8)
     fig.suptitle(wrapped, fontsize=9)
     return fig

@@ -82,13 +82,17 @@ from vitjax.evaluation.runner import (
     Results,
     Row,
     Step,
+    check_outside,
     claim_folder,
     run,
 )
 from vitjax.model.forward import NON_FINITE, finite_rows, non_finite_reason, raise_non_finite
 from vitjax.model.memory import plan_batch_size
 
-__all__ = ["Target", "Results", "run", "load_target", "map_names", "maps_program", "score_row", "row_schema",
+#: The files :func:`evaluate` writes into its results folder at the end (besides run.json and shards/).
+REPORTS = ("images.csv", "summary.json", "metrics_vs_depth.png", "attention_distance.png")
+
+__all__ = ["REPORTS", "Target", "Results", "run", "load_target", "map_names", "maps_program", "score_row", "row_schema",
            "map_metrics_step", "evaluate", "evaluate_run"]
 
 _EXIF_TRANSPOSE = {2: (False, True, 0), 3: (False, False, 2), 4: (True, False, 0), 5: (False, True, 1),
@@ -367,6 +371,7 @@ def evaluate_run(ckpt, data, out, *, batch_size, options, scale, workers, image_
         if value is not None:
             positive_int(name, value)
     out, root = Path(out), Path(os.path.expanduser(os.fspath(data)))
+    check_outside(out, root)
     listed = dataset_records(data)
     skipped = getattr(listed, "skipped", ())
     records = sample_records(listed, per_class=per_class, sample=sample, seed=seed)
@@ -381,7 +386,7 @@ def evaluate_run(ckpt, data, out, *, batch_size, options, scale, workers, image_
         say(line)
     selection = {"per_class": per_class, "sample": sample, "seed": seed if per_class or sample else None}
     ident = {**_identity(ckpt, data, options, scale), "image_size": list(cfg.image_size), "selection": selection}
-    taken = claim_folder(out, "run.json", ident)
+    taken = claim_folder(out, "run.json", ident, files=REPORTS)
     if taken:
         say(taken)
     step, grid_size = map_metrics_step(model, params, mesh=mesh, options=options, scale=scale, workers=workers,

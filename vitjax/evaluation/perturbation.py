@@ -59,14 +59,17 @@ from vitjax.data.batching import local_mesh, replicate, shard_batch
 from vitjax.data.datasets import positive_int
 from vitjax.data.images import RESIZE_METHODS, preprocess
 from vitjax.errors import NonFiniteError
-from vitjax.evaluation.runner import INTEGER, Kind, claim_folder, run, text_matching
+from vitjax.evaluation.runner import INTEGER, Kind, check_outside, claim_folder, run, text_matching
 from vitjax.io import write_atomic
 from vitjax.model.forward import NON_FINITE, finite_rows, non_finite_reason, raise_non_finite
 from vitjax.model.memory import plan_batch_size
 
 __all__ = ["STEPS", "ORDERS", "RUNNER_METHODS", "ModelApply", "removal_counts", "fill_value", "pixel_ranks",
            "remove_pixels", "perturbation_correct", "auc", "relabel", "label_notes", "perturbation_step", "summarize",
-           "run_perturbation", "write_results", "plot_curves", "write_results", "plot_curves"]
+           "run_perturbation", "write_results", "plot_curves", "write_results", "plot_curves", "REPORTS"]
+
+#: The files :func:`run_perturbation` writes into its results folder at the end (:func:`write_results`).
+REPORTS = ("perturbation.json", "perturbation.csv", "perturbation.png")
 
 STEPS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)  # fractions of the pixels removed
 ORDERS = ("positive", "negative")  # most relevant first / least relevant first
@@ -424,7 +427,8 @@ def run_perturbation(model, params, records: Sequence[Any], out_dir, *, root, me
     Raises:
       ValueError: bad method/explain/steps/resize/batch size/workers, a label that
         is not a class of the model, a headless model, a folder of other settings
-        (vitjax.data.datasets.DatasetError) -- all before anything is written --, or no image loaded.
+        (vitjax.data.datasets.DatasetError), ``out_dir`` inside ``root`` or a report file there that is a
+        folder (DatasetError) -- all before anything is written --, or no image loaded.
       NonFiniteError (a ValueError, one line naming ``settings["checkpoint"]``): the model's output is
         not finite (NaN/inf) for every image that reached it (no curve, no file but the shards); where
         only some images are so, they are in ``"failed"`` with that reason and left out of the curves.
@@ -448,7 +452,8 @@ def run_perturbation(model, params, records: Sequence[Any], out_dir, *, root, me
              "options": {m: _options_for(options, m).for_config(c).to_dict() for m in methods},
              **dict(settings or {})}
     out = Path(out_dir)
-    claim_folder(out, "perturbation_run.json", ident)
+    check_outside(out, root)
+    claim_folder(out, "perturbation_run.json", ident, files=REPORTS)
 
     def load(record):
         return preprocess(record.path, c, resize=resize), None
@@ -480,9 +485,10 @@ def write_results(results: Mapping[str, Any], out_dir) -> List[Path]:
                 writer.writerow([m, order, f"{x:g}", f"{y:.6f}", f"{curve['auc']:.4f}"])
     png = io.BytesIO()
     plot_curves(results).savefig(png, format="png", dpi=120)
-    return [write_atomic(out / "perturbation.json", (json.dumps(results, indent=1) + "\n").encode(), overwrite=True),
-            write_atomic(out / "perturbation.csv", text.getvalue().encode(), overwrite=True),
-            write_atomic(out / "perturbation.png", png.getvalue(), overwrite=True)]
+    json_name, csv_name, png_name = REPORTS
+    return [write_atomic(out / json_name, (json.dumps(results, indent=1) + "\n").encode(), overwrite=True),
+            write_atomic(out / csv_name, text.getvalue().encode(), overwrite=True),
+            write_atomic(out / png_name, png.getvalue(), overwrite=True)]
 
 
 def plot_curves(results: Mapping[str, Any]):

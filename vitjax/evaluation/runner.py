@@ -27,7 +27,12 @@ Nothing on disk is trusted on resume:
 * a results folder belongs to the settings in its ``run.json``
   (:func:`claim_folder`): a rerun with other settings is refused, naming each
   setting that differs, unless the folder holds no finished shard yet (a run that
-  failed before its first batch), which any run may take over.
+  failed before its first batch), which any run may take over. Finished shards without
+  that file (deleted, or never written) are of unknown settings: refused too;
+* the folder's layout is checked before anything is computed (:func:`check_layout`):
+  ``shards`` must be a folder, the settings and report files must not be folders;
+* the results folder may not lie inside the dataset root (:func:`check_outside`): a
+  rerun would list the run's own files as images.
 """
 
 from __future__ import annotations
@@ -52,7 +57,8 @@ from vitjax.errors import DatasetError, VitjaxWarning, one_line, require_file
 from vitjax.io import file_fingerprint, write_atomic
 
 __all__ = ["FORMAT", "INTEGER", "NUMBER", "NUMBER_OR_NULL", "SHARDS", "TEXT", "TEXT_OR_NULL", "Kind", "Results",
-           "Row", "Step", "claim_folder", "counts_line", "finished_count", "interrupted_line", "number_array",
+           "Row", "Step", "check_layout", "check_outside", "claim_folder", "counts_line", "finished_count",
+           "interrupted_line", "number_array",
            "row_problem", "run", "shard_sha256", "text_matching"]
 
 SHARDS = "shards"
@@ -321,7 +327,8 @@ def run(records: Sequence[ImageRecord], step: Step, out_dir, *, root, load: Call
       share still running) are absent.
 
     Raises:
-      DatasetError: a record outside ``root`` (before anything is written).
+      DatasetError: a record outside ``root``; ``out_dir`` inside ``root`` (:func:`check_outside`);
+        ``out_dir/shards`` not a folder (:func:`check_layout`); all before anything is written.
       ValueError: ``batch_size`` or ``workers`` not positive (before anything is written).
       KeyboardInterrupt: passed on after the loader pool is stopped (queued loads
         cancelled); every shard written so far is complete and kept.
@@ -334,6 +341,8 @@ def run(records: Sequence[ImageRecord], step: Step, out_dir, *, root, load: Call
     positive_int("batch_size", batch_size)
     if workers is not None:
         positive_int("workers", workers)
+    check_outside(out_dir, root)
+    check_layout(out_dir)
     shards.mkdir(parents=True, exist_ok=True)
     prefix = f"p{jax.process_index():03d}-"
     schema = getattr(step, "schema", None)
@@ -426,7 +435,44 @@ def _meta(record: ImageRecord, key, fingerprint: Optional[Tuple[int, str]]) -> R
             "sha256": digest}
 
 
-def claim_folder(out, name: str, ident: Dict[str, Any]) -> Optional[str]:
+def _real(path) -> Path:
+    return Path(os.path.realpath(os.path.abspath(os.path.expanduser(os.fspath(path)))))
+
+
+def check_outside(out, root) -> None:
+    """Refuses a results folder ``out`` inside (or equal to) the dataset root ``root``, symlinks resolved: the
+    run's own files (shards, figures) would be listed as images on the next run. ``root`` inside ``out`` is fine.
+
+    Raises:
+      vitjax.errors.DatasetError: ``"out X is inside data Y: the run's own files would be read as images"``.
+    """
+    o, d = _real(out), _real(root)
+    if o == d or d in o.parents:
+        raise DatasetError(f"out {os.fspath(out)} is inside data {os.fspath(root)}: the run's own files would be "
+                           "read as images")
+
+
+def check_layout(out, files: Sequence[str] = ()) -> None:
+    """Refuses, before anything is computed, a results folder whose layout the run could not write: ``out/shards``
+    existing as anything but a folder, or one of ``files`` (the settings file, the reports) existing as a folder
+    (or a FIFO, a device...), which :func:`vitjax.io.write_atomic` could not replace at the end.
+
+    Raises:
+      vitjax.errors.DatasetError: one line naming the path (``"out/shards: a file, not a folder; ..."``).
+    """
+    out = Path(os.path.expanduser(os.fspath(out)))
+    shards = out / SHARDS
+    if os.path.lexists(shards) and not shards.is_dir():
+        what = "a file" if shards.is_file() else "a broken link" if not shards.exists() else "not a folder"
+        raise DatasetError(f"{shards}: {what}, not a folder of shards; move it away, or use another --out")
+    for name in files:
+        path = out / name
+        if path.exists() and not path.is_file():
+            what = "a folder" if path.is_dir() else "not a regular file"
+            raise DatasetError(f"{path}: {what}, where the run writes a file; move it away, or use another --out")
+
+
+def claim_folder(out, name: str, ident: Dict[str, Any], files: Sequence[str] = ()) -> Optional[str]:
     """Creates ``out`` and records a run's settings in ``out/name``; refuses a folder holding other settings' results.
 
     Call it after every check of the run: it is the run's first write. A folder whose
@@ -435,15 +481,22 @@ def claim_folder(out, name: str, ident: Dict[str, Any]) -> Optional[str]:
     batch -- and belongs to nobody: this run takes it over (``name`` is rewritten) and
     the returned note says so.
 
+    ``files``: the report files the run writes at the end; with ``name`` and ``shards`` they are
+    checked first (:func:`check_layout`), so that a folder in the way is refused before anything runs.
+
     Returns:
       None, or a one-line note when the folder was taken over.
 
     Raises:
-      vitjax.errors.DatasetError: ``out`` cannot be a folder (a file is in the way); finished shards
+      vitjax.errors.DatasetError: ``out`` empty or cannot be a folder (a file is in the way); the layout
+        (:func:`check_layout`); finished shards without ``name`` (of unknown settings); finished shards
         of other settings; the one line names each differing setting with both values (``image_size: [518, 518] there,
         [224, 224] here``), or says that ``name`` is unreadable.
     """
+    if not os.fspath(out).strip():
+        raise DatasetError(f"out: an empty path ({os.fspath(out)!r}); name a folder (. for the current one)")
     out = Path(out)
+    check_layout(out, (name, *files))
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:  # a file in the way: one line naming it, not "[Errno 17] File exists"
@@ -451,6 +504,11 @@ def claim_folder(out, name: str, ident: Dict[str, Any]) -> Optional[str]:
         raise DatasetError(f"{out}: cannot hold the results: {what}") from None
     path = out / name
     data = (json.dumps(ident, indent=1, sort_keys=True) + "\n").encode()
+    if not os.path.lexists(path):
+        finished = sorted((out / SHARDS).glob("p*.json")) if (out / SHARDS).is_dir() else []
+        if finished:  # results, but no record of their settings: never adopt them as this run's
+            raise DatasetError(f"{out}: holds {_shards(len(finished))} of unknown settings ({name} is "
+                               f"missing); use another --out, or delete {out}")
     try:
         write_atomic(path, data)
         return None
@@ -481,10 +539,14 @@ def claim_folder(out, name: str, ident: Dict[str, Any]) -> Optional[str]:
         was = f"other settings ({diff})" if diff else f"a {unreadable} {name}"
         return f"{out}: held {was} but no finished results; this run takes it over"
     if unreadable is not None:
-        raise DatasetError(f"{path}: {unreadable}, and {out} holds {len(finished)} finished shards of unknown "
-                           "settings; use another --out")
+        raise DatasetError(f"{path}: {unreadable}, and {out} holds {_shards(len(finished))} of unknown "
+                           f"settings; use another --out, or delete {out}")
     raise DatasetError(f"{path}: {out} holds results of other settings ({diff}); use another --out, or the "
                        "settings it holds")
+
+
+def _shards(n: int) -> str:
+    return f"{n} finished shard{'s' if n != 1 else ''}"
 
 
 def _flat(value: Any, prefix: str = "") -> Dict[str, Any]:

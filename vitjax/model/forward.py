@@ -124,11 +124,21 @@ def non_finite_reason(kinds: Sequence[str] = (), checkpoint: Optional[str] = Non
 
 
 def check_images(model: ViT, images) -> None:
-    """Raises ValueError unless ``images`` is ``[B, H, W, 3]`` at the model's size."""
+    """Raises ValueError unless ``images`` is a floating ``[B, H, W, 3]`` array at the model's size.
+
+    Integer, bool or complex images are refused: the model takes preprocessed floats
+    (:func:`vitjax.preprocess`, values about -1..1); uint8 pixels 0..255 would run and mean nothing.
+    """
     shape = tuple(getattr(images, "shape", ()))
     want = model.config.image_size
     if len(shape) != 4 or shape[-1] != 3:
+        if not hasattr(images, "shape"):
+            raise ValueError(f"images must be an array [B, H, W, 3], got {type(images).__name__}")
         raise ValueError(f"images must be [B, H, W, 3], got shape {shape}")
+    dtype = getattr(images, "dtype", np.float32)
+    if not jnp.issubdtype(dtype, jnp.floating):  # bfloat16 included
+        raise ValueError(f"images must be floating point, preprocessed (vitjax.preprocess: values about -1..1), "
+                         f"got dtype {dtype}")
     if shape[1:3] != tuple(want):
         raise ValueError(
             f"images are {shape[1]}x{shape[2]} pixels but the model expects {want[0]}x{want[1]}; "

@@ -46,7 +46,7 @@ from vitjax.data.batching import padded_batches
 from vitjax.data.datasets import ImageItem
 from vitjax.data.images import load_image, preprocess
 from vitjax.data.labels import NO_HEAD, class_label, topk
-from vitjax.errors import NonFiniteError, one_line
+from vitjax.errors import NonFiniteError, one_line, printable
 from vitjax.io import save_maps, write_atomic
 from vitjax.model.forward import non_finite_reason
 from vitjax.version import __version__
@@ -354,7 +354,7 @@ class Runner:
             for item, why in b.failed:
                 reason = _reason(item, why)
                 self.result.skipped.append((item, reason))
-                self.err(f"warning: skipped {item.path}: {reason}")
+                self.err(f"warning: skipped {printable(item.path)}: {printable(reason)}")
             if b.count:
                 maps, bad = self._maps(b.images, b.valid)
                 idx, prob = (topk(maps["logits"], s.topk) if self.head == "trained"
@@ -388,14 +388,14 @@ class Runner:
         reason = non_finite_reason(what, self.ckpt_name)
         self.result.skipped.append((item, reason))
         if self.result.processed:
-            self.err(f"warning: skipped {item.path}: {reason}")
+            self.err(f"warning: skipped {printable(item.path)}: {printable(reason)}")
 
     def _image(self, item: ImageItem, extra, maps: Dict[str, np.ndarray], idx, prob) -> None:
         s = self.s
         summary_photo, thumb, size = extra
         number = len(self.result.processed) + 1  # numbered as processed: skipped images leave no gap
         labels = [class_label(c, s.names) for c in idx]
-        lines = [item.display + (f"  (true class: {item.true_class})" if item.true_class else "")
+        lines = [printable(item.display) + (f"  (true class: {printable(item.true_class)})" if item.true_class else "")
                  + (f"  [{notes.RANDOM_CONSOLE}]" if self.random else "")]
         random = "true" if self.random else "false"
         if self.head != "trained":
