@@ -182,6 +182,13 @@ def test_a_rerun_reuses_every_row_and_rewrites_nothing(ckpt, dataset, tmp_path, 
         ev.importance_run(ckpt, dataset, out, batch_size=2, target=1, progress=False)
 
 
+def test_an_out_inside_the_data_is_refused_before_anything_is_written(ckpt, dataset):
+    out = dataset / "results"
+    with pytest.raises(ValueError, match="is inside data") as e:
+        ev.importance_run(ckpt, dataset, out, batch_size=2, progress=False)
+    assert "\n" not in str(e.value) and not out.exists()  # not even run.json
+
+
 def test_mean_ablation_is_refused_where_it_would_depend_on_the_batching(ckpt, dataset, tmp_path, capsys):
     """A dataset run's batches depend on --batch-size and the memory: a mean over a batch is no setting."""
     with pytest.raises(ValueError, match="mode 'mean' is not offered for a dataset run") as e:

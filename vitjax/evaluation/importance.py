@@ -56,7 +56,17 @@ from vitjax.data.datasets import dataset_records, positive_int, sample_records, 
 from vitjax.data.images import preprocess
 from vitjax.errors import NonFiniteError
 from vitjax.evaluation.report import write_if_changed
-from vitjax.evaluation.runner import INTEGER, Kind, Results, Row, Step, claim_folder, number_array, run
+from vitjax.evaluation.runner import (
+    INTEGER,
+    Kind,
+    Results,
+    Row,
+    Step,
+    check_outside,
+    claim_folder,
+    number_array,
+    run,
+)
 from vitjax.model.forward import NON_FINITE, check_images, non_finite_reason
 from vitjax.model.memory import default_budget, plan_batch_size
 from vitjax.model.vit import ViT
@@ -285,6 +295,7 @@ def importance_run(ckpt, data, out, *, batch_size: int = 32, mode: str = "zero",
     if target is not None and (isinstance(target, bool) or not isinstance(target, (int, np.integer))):
         raise ValueError(f"target must be a class index (an integer), got {target!r}")
     out, root = Path(out), Path(os.path.expanduser(os.fspath(data)))
+    check_outside(out, root)  # before anything is written: a refused run leaves nothing
     listed = dataset_records(data)
     skipped = getattr(listed, "skipped", ())
     records = sample_records(listed, per_class=per_class, sample=sample, seed=seed)
