@@ -44,9 +44,9 @@ from typing import Any, Mapping, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from vitjax.attribution import methods
+from vitjax.attribution.lens import target_classes
 from vitjax.attribution.options import RolloutOptions, as_options
 from vitjax.attribution.rollout import reader, row_to_map
 from vitjax.model.forward import (
@@ -135,22 +135,6 @@ def _check_model(model: ViT) -> int:
     return int(c.num_classes)
 
 
-def _targets(target, batch: int, num_classes: int) -> jnp.ndarray:
-    """``None | int | int array [B]`` -> int32 ``[B]`` (-1 = each image's predicted class)."""
-    if target is None:
-        return jnp.full((batch,), -1, jnp.int32)
-    arr = np.asarray(target)
-    if arr.dtype == bool or not np.issubdtype(arr.dtype, np.integer):
-        raise ValueError(f"target must be None, an int or an int array [B], got dtype {arr.dtype}")
-    if arr.ndim == 0:
-        arr = np.full((batch,), int(arr))
-    if arr.shape != (batch,):
-        raise ValueError(f"target must be an int or an int array of shape ({batch},), got shape {arr.shape}")
-    if arr.size and (arr.min() < 0 or arr.max() >= num_classes):
-        raise ValueError(f"target classes must be in [0, {num_classes - 1}], got {arr.min()}..{arr.max()}")
-    return jnp.asarray(arr, jnp.int32)
-
-
 def class_maps(
     model: ViT,
     params,
@@ -207,7 +191,7 @@ def class_maps(
     options = options.for_config(model.config)
     images = jnp.asarray(images)
     (logits, att, grad, _), finite = _class_gradients(model, params, images,
-                                                      _targets(target, images.shape[0], num_classes))
+                                                      target_classes(target, images.shape[0], num_classes))
     maps, maps_finite = _maps(att, grad, grid=model.config.grid, method=method, options=options)
     raise_non_finite({**finite, **maps_finite}, valid=valid, result=(maps, logits))
     return maps, logits
@@ -229,7 +213,7 @@ def class_gradients(model: ViT, params, images, target=None, *, valid=None):
     num_classes = _check_model(model)
     check_images(model, images)
     images = jnp.asarray(images)
-    out, finite = _class_gradients(model, params, images, _targets(target, images.shape[0], num_classes))
+    out, finite = _class_gradients(model, params, images, target_classes(target, images.shape[0], num_classes))
     raise_non_finite(finite, valid=valid, result=out)
     return out
 
