@@ -522,28 +522,24 @@ def dataset_records(root: PathLike) -> List[ImageRecord]:
 
 def positive_int(name: str, value) -> int:
     """``value`` as an int >= 1; ValueError naming ``name`` otherwise (bools are refused)."""
-    if isinstance(value, bool):
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    try:
-        n = operator.index(value)
-    except TypeError:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}") from None
-    if n < 1:
-        raise ValueError(f"{name} must be a positive integer, got {n}")
-    return n
+    return _int_at_least(name, value, 1, "a positive integer")
 
 
 def seed_int(name: str, value) -> int:
     """``value`` as an int >= 0 (a random seed); ValueError naming ``name`` otherwise (bools, floats such as
     1.5 and negative numbers, which NumPy refuses without naming anything, are refused)."""
+    return _int_at_least(name, value, 0, "a non-negative integer")
+
+
+def _int_at_least(name: str, value, low: int, what: str) -> int:
     if isinstance(value, bool):
-        raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+        raise ValueError(f"{name} must be {what}, got {value!r}")
     try:
         n = operator.index(value)
     except TypeError:
-        raise ValueError(f"{name} must be a non-negative integer, got {value!r}") from None
-    if n < 0:
-        raise ValueError(f"{name} must be a non-negative integer, got {n}")
+        raise ValueError(f"{name} must be {what}, got {value!r}") from None
+    if n < low:
+        raise ValueError(f"{name} must be {what}, got {n}")
     return n
 
 
