@@ -5,26 +5,13 @@ from __future__ import annotations
 
 import os
 
-import numpy as np
 import pytest
-from PIL import Image
 
 from vitjax.cli import common
 from vitjax.cli import evaluate as cli_evaluate
 from vitjax.cli import perturbation as cli_perturbation
 from vitjax.cli import visualize as cli_visualize
 from vitjax.evaluation import perturbation as perturbation_lib
-
-
-@pytest.fixture
-def photos(tmp_path):
-    root = tmp_path / "data"
-    rng = np.random.default_rng(0)
-    for cls in ("a", "b"):
-        (root / cls).mkdir(parents=True)
-        for i in range(2):
-            Image.fromarray(rng.integers(0, 255, (40, 50, 3), np.uint8)).save(root / cls / f"{i}.png")
-    return root
 
 
 def _one_line(err: str) -> str:
