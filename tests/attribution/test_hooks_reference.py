@@ -16,8 +16,10 @@ from vitjax.attribution.hooks import ablate_heads, patch_from, run_with_cache, r
 torch = pytest.importorskip("torch")
 timm = pytest.importorskip("timm")
 transformers = pytest.importorskip("transformers")
-from checkpoints.test_safetensors import _nchw, _photo_batch, _randomize  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
+from support.reference import nchw as _nchw  # noqa: E402
+from support.reference import photo_batch as _photo_batch  # noqa: E402
+from support.reference import randomize as _randomize  # noqa: E402
 
 
 def _close(ours, ref, what):

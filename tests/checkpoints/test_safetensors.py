@@ -12,7 +12,6 @@ vitjax.checkpoints.synthetic does), so the attention is peaked and errors cannot
 from __future__ import annotations
 
 import json
-import re
 
 import numpy as np
 import pytest
@@ -32,55 +31,11 @@ transformers = pytest.importorskip("transformers")
 from safetensors.torch import save_file  # noqa: E402
 from support.helpers import EPS32  # noqa: E402
 from support.reference import attention_hooks  # noqa: E402
+from support.reference import nchw as _nchw  # noqa: E402
+from support.reference import photo_batch as _photo_batch  # noqa: E402
+from support.reference import randomize as _randomize  # noqa: E402
 
 # --- helpers ----------------------------------------------------------------------------------
-
-
-def _randomize(model, seed=0, peak=2.0):
-    """Realistic random weights for any torch ViT (timm or HF), in place; returns the model in eval mode."""
-    g = torch.Generator().manual_seed(seed)
-
-    def normal(shape, std, mean=0.0):
-        return torch.randn(shape, generator=g) * std + mean
-
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            leaf = name.rsplit(".", 1)[-1]
-            if p.ndim == 1 and leaf in ("gamma", "lambda1"):
-                p.copy_(normal(p.shape, 0.1, 0.5))  # LayerScale
-            elif p.ndim == 1 and leaf == "weight":
-                p.copy_(normal(p.shape, 0.1, 1.0))  # LayerNorm scale
-            elif leaf == "bias":
-                p.copy_(normal(p.shape, 0.05))
-            elif p.ndim == 2:
-                d_in = p.shape[1]
-                w = normal(p.shape, d_in**-0.5)
-                if re.search(r"(qkv|query|key|q_proj|k_proj)\.weight$", name):
-                    rows = p.shape[0] if "qkv" not in name else 2 * p.shape[0] // 3  # q and k parts of qkv
-                    w[:rows] = normal((rows, d_in), (peak / d_in) ** 0.5)
-                p.copy_(w)
-            elif p.ndim == 4:
-                p.copy_(normal(p.shape, (p.shape[1] * p.shape[2] * p.shape[3]) ** -0.5))
-            else:  # class/register tokens, position embeddings, mask token
-                p.copy_(normal(p.shape, 0.1))
-    return model.eval()
-
-
-def _photo_batch(size, rng):
-    """matplotlib's portrait (PIL bilinear, ImageNet-normalised) and uniform noise: [2, H, W, 3] float32."""
-    from matplotlib import cbook
-    from PIL import Image
-
-    h, w = (size, size) if isinstance(size, int) else size
-    with Image.open(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)) as im:
-        x = np.asarray(im.convert("RGB").resize((w, h), Image.BILINEAR), np.float32) / 255.0
-    photo = (x - np.array(IMAGENET_MEAN, np.float32)) / np.float32(0.226)
-    noise = rng.uniform(-2, 2, photo.shape).astype(np.float32)
-    return np.stack([photo, noise]).astype(np.float32)
-
-
-def _nchw(images):
-    return torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
 
 
 def _timm_run(model, images):
