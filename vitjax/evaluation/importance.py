@@ -52,7 +52,6 @@ from vitjax.checkpoints.load import head_is_zero, load_checkpoint
 from vitjax.data.batching import Batch, local_mesh, replicate, shard_batch
 from vitjax.data.datasets import dataset_records, positive_int, sample_records, skipped_note
 from vitjax.data.images import preprocess
-from vitjax.errors import NonFiniteError
 from vitjax.evaluation.report import write_if_changed
 from vitjax.evaluation.runner import (
     INTEGER,
@@ -64,9 +63,11 @@ from vitjax.evaluation.runner import (
     checkpoint_identity,
     claim_folder,
     number_array,
+    refuse_all_non_finite,
     run,
+    shown_path,
 )
-from vitjax.model.forward import NON_FINITE, check_images, non_finite_reason
+from vitjax.model.forward import check_images, non_finite_reason
 from vitjax.model.memory import default_budget, plan_batch_size
 from vitjax.model.vit import ViT
 
@@ -323,22 +324,13 @@ def importance_run(ckpt, data, out, *, batch_size: int = 32, mode: str = "zero",
 
     results = run(records, step, out, root=root, load=load, batch_size=batch_size,
                   shape=tuple(cfg.image_size) + (3,), workers=workers, progress=progress)
-    non_finite = sum(1 for r in results if r["status"] == "failed" and r["reason"].startswith(NON_FINITE))
-    if non_finite and not any(r["status"] == "ok" for r in results):
-        raise NonFiniteError(non_finite_reason((), ident["checkpoint"], images=non_finite))
+    refuse_all_non_finite(results, ident["checkpoint"])
     if jax.process_index() == 0:
         write_importance_report(out, results, run=ident, num_layers=cfg.num_layers, num_heads=cfg.num_heads,
                                 kind="logits" if cfg.num_classes else "features",
                                 random_weights=bool(getattr(cfg, "random_weights", False)),
-                                skipped=[(_shown(p, root), why) for p, why in skipped])
+                                skipped=[(shown_path(p, root), why) for p, why in skipped])
     return out / "head_importance.json", results
-
-
-def _shown(path, root: Path) -> str:
-    try:
-        return Path(path).relative_to(root).as_posix()
-    except ValueError:
-        return os.fspath(path)
 
 
 # --------------------------------------------------------------------------- files and figure

@@ -83,9 +83,11 @@ from vitjax.evaluation.runner import (
     check_outside,
     checkpoint_identity,
     claim_folder,
+    refuse_all_non_finite,
     run,
+    shown_path,
 )
-from vitjax.model.forward import NON_FINITE, finite_rows, non_finite_reason, raise_non_finite
+from vitjax.model.forward import finite_rows, non_finite_reason, raise_non_finite
 from vitjax.model.memory import plan_batch_size
 
 #: The files :func:`evaluate` writes into its results folder at the end (besides run.json and shards/).
@@ -389,20 +391,10 @@ def evaluate_run(ckpt, data, out, *, batch_size, options, scale, workers, image_
                       shape=tuple(cfg.image_size) + (3,), workers=workers, progress=progress)
     finally:
         step.close()
-    non_finite = sum(1 for r in results if r["status"] == "failed" and r["reason"].startswith(NON_FINITE))
-    if non_finite and not any(r["status"] == "ok" for r in results):
-        raise NonFiniteError(non_finite_reason((), ident["checkpoint"], images=non_finite))
+    refuse_all_non_finite(results, ident["checkpoint"])
     if jax.process_index() == 0:
         write_report(out, results, names=map_names(cfg.num_layers), num_layers=cfg.num_layers,
                      num_heads=cfg.num_heads, grid_size=grid_size, run=ident,
-                     skipped=[(_shown(p, root), why) for p, why in skipped],
+                     skipped=[(shown_path(p, root), why) for p, why in skipped],
                      random_weights=bool(getattr(cfg, "random_weights", False)))
     return out / "summary.json", results
-
-
-def _shown(path, root: Path) -> str:
-    """``path`` relative to ``root`` (POSIX) when inside it, else as given."""
-    try:
-        return Path(path).relative_to(root).as_posix()
-    except ValueError:
-        return os.fspath(path)

@@ -59,9 +59,17 @@ from vitjax.data.batching import local_mesh, replicate, shard_batch
 from vitjax.data.datasets import positive_int
 from vitjax.data.images import RESIZE_METHODS, preprocess
 from vitjax.errors import NonFiniteError
-from vitjax.evaluation.runner import INTEGER, Kind, check_outside, claim_folder, run, text_matching
+from vitjax.evaluation.runner import (
+    INTEGER,
+    Kind,
+    check_outside,
+    claim_folder,
+    refuse_all_non_finite,
+    run,
+    text_matching,
+)
 from vitjax.io import write_atomic
-from vitjax.model.forward import NON_FINITE, finite_rows, non_finite_reason, raise_non_finite
+from vitjax.model.forward import finite_rows, non_finite_reason, raise_non_finite
 from vitjax.model.memory import plan_batch_size
 
 __all__ = ["STEPS", "ORDERS", "RUNNER_METHODS", "ModelApply", "removal_counts", "fill_value", "pixel_ranks",
@@ -460,9 +468,7 @@ def run_perturbation(model, params, records: Sequence[Any], out_dir, *, root, me
 
     results = run(records, step, out, root=root, load=load, batch_size=batch_size,
                   shape=tuple(c.image_size) + (3,), workers=workers, progress=progress)
-    non_finite = sum(1 for r in results if r.get("status") == "failed" and r["reason"].startswith(NON_FINITE))
-    if non_finite and not any(r.get("status", "ok") == "ok" for r in results):  # no curve from NaN logits
-        raise NonFiniteError(non_finite_reason((), checkpoint, images=non_finite))
+    refuse_all_non_finite(results, checkpoint)
     summary = {**summarize(results, methods, steps), "settings": ident, "warnings": list(notes)}
     if jax.process_index() == 0:
         write_results(summary, out)

@@ -56,12 +56,14 @@ from vitjax.checkpoints.hub import HUB_PREFIX, checkpoint_label
 from vitjax.checkpoints.load import checkpoint_sha256
 from vitjax.data.batching import Batch, padded_batches, process_items
 from vitjax.data.datasets import ImageRecord, positive_int
-from vitjax.errors import DatasetError, VitjaxWarning, one_line, require_file
+from vitjax.errors import DatasetError, NonFiniteError, VitjaxWarning, one_line, require_file
 from vitjax.io import file_fingerprint, write_atomic
+from vitjax.model.forward import NON_FINITE, non_finite_reason
 
-__all__ = ["FORMAT", "INTEGER", "NUMBER", "NUMBER_OR_NULL", "SHARDS", "TEXT", "TEXT_OR_NULL", "Kind", "Results",
-           "Row", "Step", "check_layout", "check_outside", "checkpoint_identity", "claim_folder", "counts_line",
-           "finished_count", "interrupted_line", "number_array", "row_problem", "run", "shard_sha256", "text_matching"]
+__all__ = ["FORMAT", "INTEGER", "NUMBER", "NUMBER_OR_NULL", "SHARDS", "TEXT", "TEXT_OR_NULL", "Kind", "Results", "Row",
+           "Step", "check_layout", "check_outside", "checkpoint_identity", "claim_folder", "counts_line",
+           "finished_count", "interrupted_line", "number_array", "refuse_all_non_finite", "row_problem", "run",
+           "shard_sha256", "shown_path", "text_matching"]
 
 SHARDS = "shards"
 FORMAT = "vitjax-evaluate-shard/2"
@@ -422,6 +424,23 @@ def run(records: Sequence[ImageRecord], step: Step, out_dir, *, root, load: Call
             results.append({**_meta(r, key, now.get(key[r.path])), "status": "failed", "reason": entry["reason"]})
     results.new = len(todo)
     return results
+
+
+def shown_path(path, root) -> str:
+    """``path`` relative to ``root`` (POSIX) when inside it, else as given: how a report names a file."""
+    try:
+        return Path(path).relative_to(root).as_posix()
+    except ValueError:
+        return os.fspath(path)
+
+
+def refuse_all_non_finite(results: Sequence[Row], checkpoint: Optional[str]) -> None:
+    """Raises :class:`vitjax.errors.NonFiniteError` (one line naming ``checkpoint``) when some images failed
+    because the model's output is not finite and none succeeded: a run with no usable number writes no report.
+    Where only some images are so, they stay failed rows with that reason."""
+    non_finite = sum(1 for r in results if r.get("status") == "failed" and r["reason"].startswith(NON_FINITE))
+    if non_finite and not any(r.get("status", "ok") == "ok" for r in results):
+        raise NonFiniteError(non_finite_reason((), checkpoint, images=non_finite))
 
 
 def _key(path, root: Path) -> str:
